@@ -1,0 +1,227 @@
+"""Command line interface ``ripu`` (also ``python -m ripu_kernels``): train, select, eval, demo."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+DESCRIPTION = """\
+RIPU active domain adaptation for semantic segmentation (Xie et al., CVPR 2022) with fused kernels.
+
+  ripu demo --out DIR                         source-only, then RA 5% over 5 rounds on the embedded data
+  ripu train --config FILE [key=value ...]    a full run (configs: demo, gtav_cityscapes_ra_2.2, ...)
+  ripu select --checkpoint CKPT --images DIR --out DIR   one acquisition round over a folder of images
+  ripu eval --checkpoint CKPT [--flip]        mIoU and a per-class IoU table on the target val set
+"""
+
+
+def _overrides_help() -> str:
+    return ("config overrides as section.key=value, e.g. train.iters=2000 active.ratio=0.05 "
+            "data.target_root=/data/cityscapes (values are YAML)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ripu", description=DESCRIPTION, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    t = sub.add_parser("train", help="train with active rounds (writes checkpoints, masks, ledger, log, metrics)",
+                       description="Train a segmentation model on source + target with RIPU active rounds. "
+                                   "Writes OUT_DIR/{checkpoints/,state/labels,state/active,state/ledger.json,"
+                                   "train.log,metrics.json,config.json}.")
+    t.add_argument("--config", required=True,
+                   help="YAML config file, or the name of a packaged config (demo, gtav_cityscapes_ra_2.2, "
+                        "gtav_cityscapes_ra_5, gtav_cityscapes_pa_40, synthia_cityscapes_ra_2.2)")
+    t.add_argument("--no-progress", action="store_true", help="disable the progress bars")
+    t.add_argument("overrides", nargs="*", help=_overrides_help())
+
+    s = sub.add_parser("select", help="one acquisition round for a folder of images and a checkpoint",
+                       description="Score every image of a folder with a trained model and select regions (RA) "
+                                   "or pixels (PA) within the per-image budget. Writes OUT/selected/<id>.png "
+                                   "(255 = selected this round), OUT/active/<id>.png (suppression, kept across "
+                                   "rounds), OUT/ledger.json and, with --labels, OUT/labels/<id>.png (revealed "
+                                   "ground truth, 255 elsewhere). Run it again with --round N+1 on the same OUT "
+                                   "for the next round.")
+    s.add_argument("--checkpoint", required=True, help="checkpoint written by `ripu train` (its config is used)")
+    s.add_argument("--images", required=True, help="folder of .png/.jpg images (searched recursively)")
+    s.add_argument("--out", required=True, help="state folder (masks, ledger)")
+    s.add_argument("--labels", default=None,
+                   help="optional folder of train-id label PNGs with the images' relative names: simulates the "
+                        "annotator and writes the revealed labels")
+    s.add_argument("--round", type=int, default=0, help="round index recorded in the ledger (default 0)")
+    s.add_argument("--config", default=None, help="optional YAML config overriding the checkpoint's")
+    s.add_argument("--no-progress", action="store_true", help="disable the progress bars")
+    s.add_argument("overrides", nargs="*", help=_overrides_help() + "; e.g. active.mode=pa active.pixels=40")
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint (mIoU, per-class IoU)",
+                       description="Evaluate a checkpoint on the target validation set of its config "
+                                   "(or of --config) and print a per-class IoU table.")
+    e.add_argument("--checkpoint", required=True, help="checkpoint written by `ripu train`")
+    e.add_argument("--config", default=None, help="optional YAML config overriding the checkpoint's")
+    e.add_argument("--flip", action="store_true", help="flip test-time augmentation")
+    e.add_argument("--json", default=None, help="also write the result to this JSON file")
+    e.add_argument("--no-progress", action="store_true", help="disable the progress bars")
+    e.add_argument("overrides", nargs="*", help=_overrides_help())
+
+    d = sub.add_parser("demo", help="the end-to-end demo on the embedded synthetic data",
+                       description="Source-only training, then RA with a 5%% target budget over 5 rounds on the "
+                                   "embedded synthetic street scenes. Prints mIoU per round and writes "
+                                   "OUT/metrics.json, OUT/miou_vs_labelled.png, OUT/selected_regions.png, "
+                                   "checkpoints, masks, the ledger and train.log.")
+    d.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
+    d.add_argument("--no-progress", action="store_true", help="disable the progress bars")
+    d.add_argument("overrides", nargs="*", help=_overrides_help() + " (applied to the packaged demo config)")
+    return p
+
+
+def _progress(args) -> bool:
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def _load_cfg(path, overrides):
+    from .config import load_config
+
+    return load_config(path, overrides)
+
+
+def cmd_train(args) -> int:
+    from .train import Trainer, setup_logging
+
+    cfg = _load_cfg(args.config, args.overrides)
+    setup_logging(cfg.out_dir)
+    metrics = Trainer(cfg, progress=_progress(args)).run()
+    print(format_rounds(metrics))
+    return 0
+
+
+def _checkpoint_cfg(args):
+    from .config import _merge_file, apply_overrides, resolve_config_path
+    from .train import load_checkpoint
+
+    model, cfg, ckpt = load_checkpoint(args.checkpoint)
+    if args.config:
+        _merge_file(cfg, resolve_config_path(args.config), seen=set())
+    apply_overrides(cfg, args.overrides)
+    cfg.validate()
+    return model.to(cfg.device), cfg, ckpt
+
+
+def cmd_select(args) -> int:
+    from .active import Budget, Ledger, MaskStore, SimulatedOracle, acquire
+    from .data.folder_images import ImageFolder
+
+    model, cfg, ckpt = _checkpoint_cfg(args)
+    if cfg.active.mode not in ("ra", "pa"):
+        raise SystemExit("ripu select: active.mode must be 'ra' or 'pa'")
+    if args.round < 0:
+        raise SystemExit("ripu select: --round must be >= 0")
+    size = tuple(cfg.data.target_size) if cfg.data.target != "synthetic" else None
+    dataset = ImageFolder(args.images, size_wh=size, labels_root=args.labels, num_classes=cfg.data.num_classes)
+    out = Path(args.out)
+    budget = Budget(cfg.active.mode, cfg.window_k, max(1, len(cfg.active.rounds_at)), cfg.active.ratio,
+                    cfg.active.pixels)
+    ledger_path = out / "ledger.json"
+    ledger = Ledger.load(ledger_path, budget.mode, budget.k)
+    store = MaskStore(out)
+    start = time.time()
+    stats = acquire(model, dataset, range(len(dataset)), store, ledger, budget, args.round,
+                    int(ckpt.get("iteration", 0)), oracle=SimulatedOracle(dataset) if args.labels else None,
+                    device=cfg.device, batch_size=cfg.active.batch_size, align_corners=cfg.active.align_corners,
+                    progress=_progress(args), selection_dir=out / "selected", ledger_path=ledger_path)
+    print(f"round {args.round}: {stats['regions']} picks, {stats['pixels']} pixels on {stats['images']} images "
+          f"in {time.time() - start:.1f}s; labelled fraction {100 * ledger.labelled_fraction:.3f}%; "
+          f"masks in {out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .data import build_datasets
+    from .evaluate import evaluate, format_table
+    from .utils.io import atomic_write_json
+
+    model, cfg, _ = _checkpoint_cfg(args)
+    _, _, val = build_datasets(cfg)
+    res = evaluate(model, val, cfg.data.num_classes, cfg.device, cfg.eval.batch_size,
+                   args.flip or cfg.eval.flip, _progress(args))
+    print(format_table(res, getattr(val, "class_names", ())))
+    if args.json:
+        atomic_write_json(args.json, {"miou": res["miou"], "iou": res["iou"], "checkpoint": args.checkpoint})
+    return 0
+
+
+def format_rounds(metrics: dict) -> str:
+    lines = [f"{'round':>5}  {'iteration':>9}  {'labelled %':>10}  {'mIoU %':>7}"]
+    src = metrics.get("miou_source_only", metrics.get("miou_before_rounds"))
+    if src is not None:
+        lines.append(f"{'src':>5}  {'-':>9}  {0.0:10.3f}  {src:7.2f}")
+    for r in metrics["rounds"]:
+        lines.append(f"{r['round']:>5}  {r['iteration']:>9}  {100 * r['labelled_fraction']:10.3f}  {r['miou']:7.2f}")
+    lines.append(f"final mIoU {metrics['miou_final']:.2f} with {100 * metrics['labelled_fraction']:.3f}% of target "
+                 f"pixels labelled")
+    return "\n".join(lines)
+
+
+def run_demo(out: str, overrides=(), progress: bool = False) -> dict:
+    """The demo: returns the metrics written to ``out/metrics.json``."""
+    from .config import load_config, packaged_config
+    from .plots import plot_miou_curve, plot_selection
+    from .train import Trainer, log, setup_logging
+    from .utils.io import atomic_write_json
+
+    cfg = load_config(packaged_config("demo"), [f"out_dir={out}", *overrides])
+    if cfg.active.mode != "ra" or cfg.train.target_losses_before_rounds:
+        raise SystemExit("ripu demo: the demo is source-only then RA (active.mode=ra, "
+                         "train.target_losses_before_rounds=false)")
+    setup_logging(out)
+    started = time.time()
+    trainer = Trainer(cfg, progress=progress)
+    metrics = trainer.run()
+    metrics["miou_source_only"] = metrics.pop("miou_before_rounds")
+    metrics["iou_source_only"] = metrics.pop("iou_before_rounds")
+    metrics["wall_seconds"] = time.time() - started
+    metrics["gain"] = metrics["miou_final"] - metrics["miou_source_only"]
+    atomic_write_json(Path(out) / "metrics.json", metrics)
+    plot_miou_curve(metrics, Path(out) / "miou_vs_labelled.png")
+    tgt = trainer.target
+    # the target image with the most revealed pixels among the first few, for a telling picture
+    shape = tgt.load_label(0).shape
+    pick = max(range(min(8, len(tgt))), key=lambda i: int((trainer.store.labels(tgt.image_id(i), shape) != 255).sum()))
+    image = (tgt.load_image(pick) * 255 + 0.5).astype("uint8")
+    plot_selection(image, trainer.store.labels(tgt.image_id(pick), shape), tgt.load_label(pick),
+                   trainer.store.active(tgt.image_id(pick), shape), tgt.class_names,
+                   Path(out) / "selected_regions.png", title=f"{tgt.image_id(pick)}: RA regions after "
+                                                         f"{len(metrics['rounds'])} rounds")
+    log.info("demo finished in %.1fs", metrics["wall_seconds"])
+    return metrics
+
+
+def cmd_demo(args) -> int:
+    metrics = run_demo(args.out, args.overrides, _progress(args))
+    print(format_rounds(metrics))
+    print(f"gain over source only: {metrics['gain']:+.2f} mIoU points; wall time {metrics['wall_seconds']:.0f}s; "
+          f"results in {args.out}/ (metrics.json, miou_vs_labelled.png, selected_regions.png)")
+    return 0
+
+
+def main(argv=None) -> int:
+    from .active import AcquisitionError
+    from .config import ConfigError
+    from .data import DataError
+
+    args = build_parser().parse_args(argv)
+    handlers = {"train": cmd_train, "select": cmd_select, "eval": cmd_eval, "demo": cmd_demo}
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, DataError, AcquisitionError, FileNotFoundError) as exc:
+        print(f"ripu {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ripu {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""A plain folder of images (for ``ripu select``), optionally with train-id label PNGs of the same names."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .base import IGNORE_INDEX, SegmentationDataset
+from .folders import IMAGE_EXTENSIONS, require_dir
+from .transforms import DataError, image_size, read_image, read_label_raw, resize_label
+
+
+class ImageFolder(SegmentationDataset):
+    """Every ``*.png``/``*.jpg`` under ``root`` (recursively); ids are relative paths without extension.
+
+    With ``labels_root`` the label of ``root/a/b.jpg`` is ``labels_root/a/b.png`` in train ids (255 = void).
+    """
+
+    def __init__(self, root: str, size_wh=None, labels_root: str | None = None, num_classes: int = 19,
+                 class_names=()):
+        super().__init__(hide_labels=labels_root is None)
+        self.name = f"folder {root}"
+        require_dir(root, "images folder")
+        if labels_root:
+            require_dir(labels_root, "labels folder")
+        self.root, self.labels_root, self.size_wh = root, labels_root, tuple(size_wh) if size_wh else None
+        self.num_classes, self.class_names = num_classes, tuple(class_names)
+        files = []
+        for dirpath, _, names in os.walk(root):
+            for n in names:
+                if n.lower().endswith(IMAGE_EXTENSIONS):
+                    files.append(os.path.relpath(os.path.join(dirpath, n), root).replace(os.sep, "/"))
+        if not files:
+            raise DataError(f"images folder {root}: no .png/.jpg images found")
+        self.files = sorted(files)
+        if labels_root:
+            for f in self.files:
+                if not os.path.isfile(self._label_path(f)):
+                    raise DataError(f"image {os.path.join(root, f)} has no label file "
+                                    f"(expected {self._label_path(f)})")
+
+    def _label_path(self, rel: str) -> str:
+        return os.path.join(self.labels_root, os.path.splitext(rel)[0] + ".png")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def image_id(self, index: int) -> str:
+        return os.path.splitext(self.files[index])[0]
+
+    def load_image(self, index: int) -> np.ndarray:
+        return read_image(os.path.join(self.root, self.files[index]), self.size_wh)
+
+    def load_label(self, index: int) -> np.ndarray:
+        if not self.labels_root:
+            raise DataError(f"{self.name}: no labels folder was given")
+        img = os.path.join(self.root, self.files[index])
+        path = self._label_path(self.files[index])
+        raw = read_label_raw(path)
+        wh = image_size(img)
+        if (raw.shape[1], raw.shape[0]) != tuple(wh):
+            raise DataError(f"size mismatch: image {img} is {wh[0]}x{wh[1]} but its label {path} is "
+                            f"{raw.shape[1]}x{raw.shape[0]}")
+        raw = np.where((raw >= 0) & (raw < self.num_classes), raw, IGNORE_INDEX)
+        return resize_label(raw, self.size_wh)

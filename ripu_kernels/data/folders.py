@@ -1,0 +1,86 @@
+"""Shared machinery of the real-dataset loaders: list files, pairing images with labels, clear errors."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .base import IGNORE_INDEX, SegmentationDataset
+from .transforms import DataError, image_size, map_labels, read_image, read_label_raw, resize_label
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+def require_dir(path: str, what: str) -> str:
+    if not path:
+        raise DataError(f"{what}: no folder configured")
+    if not os.path.isdir(path):
+        raise DataError(f"{what}: folder not found: {path}")
+    return path
+
+
+def read_list(list_file: str, what: str) -> list[str]:
+    """Non-empty, non-comment lines of a list file (first whitespace-separated field of each)."""
+    if not os.path.isfile(list_file):
+        raise DataError(f"{what}: list file not found: {list_file}")
+    with open(list_file, encoding="utf-8") as fh:
+        names = [line.split()[0] for line in fh if line.strip() and not line.lstrip().startswith("#")]
+    if not names:
+        raise DataError(f"{what}: list file {list_file} is empty")
+    return names
+
+
+def scan(folder: str, suffix: str) -> list[str]:
+    """Paths relative to ``folder`` of the files ending in ``suffix``, sorted."""
+    out = []
+    for root, _, files in os.walk(folder):
+        for f in files:
+            if f.endswith(suffix):
+                out.append(os.path.relpath(os.path.join(root, f), folder).replace(os.sep, "/"))
+    return sorted(out)
+
+
+class PairedFolderDataset(SegmentationDataset):
+    """Images paired with label files; ``pairs`` = [(id, image path, label path)], labels mapped by ``mapping``."""
+
+    def __init__(self, name: str, pairs: list[tuple[str, str, str]], mapping: dict[int, int] | None,
+                 size_wh: tuple[int, int] | None, num_classes: int, class_names, hide_labels: bool = False,
+                 label_size_wh: tuple[int, int] | None = None, check_pairs: bool = True):
+        super().__init__(hide_labels=hide_labels)
+        self.name, self.num_classes, self.class_names = name, num_classes, tuple(class_names)
+        if not pairs:
+            raise DataError(f"{name}: no images found")
+        if check_pairs:
+            for image_id, img, lab in pairs:
+                if not os.path.isfile(img):
+                    raise DataError(f"{name}: image {image_id!r} not found: {img}")
+                if not os.path.isfile(lab):
+                    raise DataError(f"{name}: image {img} has no label file (expected {lab})")
+        self.pairs = pairs
+        self.mapping = mapping
+        self.size_wh = size_wh
+        self.label_size_wh = size_wh if label_size_wh is None else label_size_wh
+        self.same_size = self.label_size_wh == size_wh
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def image_id(self, index: int) -> str:
+        return self.pairs[index][0]
+
+    def load_image(self, index: int) -> np.ndarray:
+        return read_image(self.pairs[index][1], self.size_wh)
+
+    def raw_label(self, path: str) -> np.ndarray:
+        return read_label_raw(path)
+
+    def load_label(self, index: int) -> np.ndarray:
+        _, img_path, lab_path = self.pairs[index]
+        raw = self.raw_label(lab_path)
+        img_wh = image_size(img_path)
+        if (raw.shape[1], raw.shape[0]) != tuple(img_wh):
+            raise DataError(f"{self.name}: size mismatch: image {img_path} is {img_wh[0]}x{img_wh[1]} but its "
+                            f"label {lab_path} is {raw.shape[1]}x{raw.shape[0]}")
+        label = map_labels(raw, self.mapping) if self.mapping is not None else raw
+        label = np.where((label >= 0) & (label < self.num_classes), label, IGNORE_INDEX)
+        return resize_label(label, self.label_size_wh)

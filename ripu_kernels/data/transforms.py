@@ -1,0 +1,101 @@
+"""Image/label loading and resizing shared by the dataset loaders.
+
+Images become float32 ``(H, W, 3)`` arrays in ``[0, 1]``; labels stay integer maps. Resizing takes a
+``(width, height)`` pair as in the paper's settings (source 1280x720, target 1280x640): bilinear for
+images, nearest for labels. Every failure names the file.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class DataError(ValueError):
+    """A dataset problem (missing folder, unpaired image, corrupt file, size mismatch); names the file."""
+
+
+def _open(path: str):
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise DataError(f"file not found: {path}")
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot read image file {path}: {exc}") from exc
+    return img
+
+
+def read_image(path: str, size_wh: tuple[int, int] | None = None) -> np.ndarray:
+    """RGB image as float32 (H, W, 3) in [0, 1], resized bilinearly to ``size_wh`` = (width, height)."""
+    from PIL import Image
+
+    img = _open(path).convert("RGB")
+    if size_wh is not None and tuple(img.size) != tuple(size_wh):
+        img = img.resize(tuple(size_wh), Image.BILINEAR)
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def read_label_raw(path: str) -> np.ndarray:
+    """A label PNG as stored: 2-D integer array (palette indices, 8- or 16-bit grey, or channel 0 of RGB)."""
+    img = _open(path)
+    if img.mode in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
+        arr = np.asarray(img)
+    elif img.mode in ("RGB", "RGBA", "LA"):
+        arr = np.asarray(img)[..., 0]
+    else:
+        raise DataError(f"unsupported label image mode {img.mode!r} in {path}")
+    return arr.astype(np.int64)
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """(width, height) of an image file without decoding its pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise DataError(f"file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            return tuple(img.size)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"cannot read image file {path}: {exc}") from exc
+
+
+def resize_label(label: np.ndarray, size_wh: tuple[int, int] | None) -> np.ndarray:
+    """Nearest-neighbour resize of an integer label map to ``size_wh`` = (width, height)."""
+    if size_wh is None or (label.shape[1], label.shape[0]) == tuple(size_wh):
+        return label
+    t = torch.from_numpy(np.ascontiguousarray(label)).to(torch.float64)[None, None]
+    out = torch.nn.functional.interpolate(t, size=(size_wh[1], size_wh[0]), mode="nearest")
+    return out[0, 0].to(torch.int64).numpy()
+
+
+def map_labels(raw: np.ndarray, mapping: dict[int, int], ignore_index: int = 255) -> np.ndarray:
+    """Map raw label ids to train ids through a lookup table; unknown ids become ``ignore_index``."""
+    lut_size = max(int(raw.max(initial=0)) + 1, max(mapping) + 1)
+    lut = np.full(lut_size, ignore_index, dtype=np.int64)
+    for src, dst in mapping.items():
+        lut[src] = dst
+    return lut[np.clip(raw, 0, lut_size - 1)]
+
+
+def to_tensor(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """(H, W, 3) float [0, 1] -> normalised (3, H, W) float32 tensor."""
+    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+    std_t = torch.tensor(std, dtype=torch.float32)[:, None, None]
+    return (t - mean_t) / std_t
+
+
+def denormalize(image: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    """Inverse of :func:`to_tensor`: (3, H, W) tensor -> uint8 (H, W, 3)."""
+    mean_t = torch.tensor(mean, dtype=image.dtype)[:, None, None]
+    std_t = torch.tensor(std, dtype=image.dtype)[:, None, None]
+    x = (image.detach().cpu() * std_t + mean_t).clamp(0, 1)
+    return (x.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)

@@ -1,0 +1,70 @@
+"""Evaluation: confusion matrix, mIoU, a per-class IoU table, optional flip test-time augmentation."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .active import upsample
+from .data.base import IGNORE_INDEX, collate
+
+
+def confusion(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(C, C) int64 counts, rows = truth, columns = prediction; ignore-labelled pixels are skipped."""
+    valid = (label != IGNORE_INDEX) & (label >= 0) & (label < num_classes)
+    idx = label[valid].to(torch.int64) * num_classes + pred[valid].to(torch.int64)
+    return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def iou_from_confusion(conf: torch.Tensor) -> tuple[list[float], float]:
+    """Per-class IoU (NaN for classes absent from truth and prediction) and their mean over the others."""
+    conf = conf.to(torch.float64)
+    inter = conf.diag()
+    union = conf.sum(0) + conf.sum(1) - inter
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.full_like(inter, float("nan")))
+    vals = [float(v) for v in iou]
+    present = [v for v in vals if not math.isnan(v)]
+    return vals, (sum(present) / len(present) if present else float("nan"))
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, size: tuple[int, int], flip: bool = False) -> torch.Tensor:
+    """Softmax probabilities (B, C, H, W) at label size; with ``flip`` averaged with the mirrored image."""
+    prob = torch.softmax(upsample(model(images), size).float(), dim=1)
+    if flip:
+        prob_f = torch.softmax(upsample(model(images.flip(-1)), size).float(), dim=1).flip(-1)
+        prob = (prob + prob_f) / 2
+    return prob
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset, num_classes: int, device="cpu", batch_size: int = 4,
+             flip: bool = False, progress: bool = False) -> dict:
+    """mIoU (percent) over ``dataset``; returns {"miou", "iou" (per class, percent), "confusion"}."""
+    from tqdm import tqdm
+
+    was_training = model.training
+    model.eval()
+    conf = torch.zeros((num_classes, num_classes), dtype=torch.int64)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
+        if "label" not in batch:
+            raise ValueError(f"evaluate: dataset {getattr(dataset, 'name', '?')} has no labels")
+        labels = batch["label"]
+        prob = predict(model, batch["image"].to(device), tuple(labels.shape[-2:]), flip)
+        conf += confusion(prob.argmax(1).cpu(), labels, num_classes)
+    model.train(was_training)
+    iou, miou = iou_from_confusion(conf)
+    return {"miou": 100 * miou, "iou": [100 * v for v in iou], "confusion": conf.tolist()}
+
+
+def format_table(result: dict, class_names) -> str:
+    """A plain-text per-class IoU table followed by the mIoU."""
+    names = list(class_names) or [str(i) for i in range(len(result["iou"]))]
+    width = max(len(n) for n in names + ["mIoU"])
+    lines = [f"{'class'.ljust(width)}  IoU (%)"]
+    for name, v in zip(names, result["iou"]):
+        lines.append(f"{name.ljust(width)}  {'   n/a' if np.isnan(v) else f'{v:6.2f}'}")
+    lines.append(f"{'mIoU'.ljust(width)}  {result['miou']:6.2f}")
+    return "\n".join(lines)
