@@ -123,7 +123,10 @@ def load_pretrained(module: nn.Module, path: str) -> None:
         state = state["state_dict"]
     state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ValueError(f"model.pretrained: {path!r} does not match the backbone: {exc}") from exc
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise ValueError(f"model.pretrained: {path!r} does not match the backbone: missing {missing[:5]}"

@@ -1,0 +1,129 @@
+"""Small end-to-end runs of the driver on the embedded data: train, eval, select and demo through the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ripu_kernels.cli import main
+from ripu_kernels.data.synthetic import SyntheticStreets
+
+TINY = ["threads=1", "data.batch_size=2", "data.synthetic.height=24", "data.synthetic.width=48",
+        "data.synthetic.n_source=8", "data.synthetic.n_target_train=6", "data.synthetic.n_target_val=4",
+        "model.width=8", "train.iters=6", "active.rounds_at=[2, 4]", "train.log_every=2",
+        "train.checkpoint_every=3", "active.batch_size=4", "eval.batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main(["train", "--config", "demo", "--no-progress", f"out_dir={out}", *TINY]) == 0
+    return out
+
+
+def test_train_writes_the_full_state(run):
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [r["iteration"] for r in metrics["rounds"]] == [2, 4]
+    assert all(0 <= r["miou"] <= 100 for r in metrics["rounds"])
+    ledger = json.loads((run / "state" / "ledger.json").read_text())
+    # 24x48 at 5% over 2 rounds: ceil(1152 * 0.025 / 9) = 4 regions of 3x3 per image per round
+    for entry in ledger["images"].values():
+        for rec in entry["rounds"].values():
+            assert rec["budget"] == 4 and rec["regions"] <= 4 and rec["pixels"] <= 36
+    # the SPEC rounds picks up (ceil), so at most 2 rounds x 36 pixels of 1152 per image
+    assert metrics["labelled_fraction"] == ledger["summary"]["labelled_fraction"] <= 2 * 36 / 1152
+    assert metrics["labelled_pixels"] == sum(r["pixels"] for r in ledger["summary"]["rounds"])
+    for name in ("round_0.pth", "round_1.pth", "iter_000003.pth", "iter_000006.pth", "final.pth"):
+        assert (run / "checkpoints" / name).is_file(), name
+    log = (run / "train.log").read_text()
+    assert "[round 1] iteration 4" in log and "[final]" in log
+    # masks: the simulated oracle's truth inside the revealed windows, 255 elsewhere
+    target = SyntheticStreets("target", "train", 6, height=24, width=48)
+    for i in range(6):
+        revealed = np.asarray(Image.open(run / "state" / "labels" / (target.image_id(i) + ".png")))
+        shown = revealed != 255
+        assert shown.sum() == ledger["images"][target.image_id(i)]["rounds"]["0"]["pixels"] + \
+            ledger["images"][target.image_id(i)]["rounds"]["1"]["pixels"]
+        np.testing.assert_array_equal(revealed[shown], target.load_label(i)[shown])
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_eval_reproduces_the_final_miou(run, capsys, tmp_path):
+    assert main(["eval", "--checkpoint", str(run / "checkpoints" / "final.pth"), "--no-progress",
+                 "--json", str(tmp_path / "e.json")]) == 0
+    out = capsys.readouterr().out
+    final = json.loads((run / "metrics.json").read_text())["miou_final"]
+    assert json.loads((tmp_path / "e.json").read_text())["miou"] == pytest.approx(final, abs=1e-9)
+    assert "road" in out and "mIoU" in out
+    assert main(["eval", "--checkpoint", str(run / "checkpoints" / "final.pth"), "--flip", "--no-progress"]) == 0
+
+
+def test_select_on_a_folder(run, tmp_path, capsys):
+    target = SyntheticStreets("target", "train", 3, height=24, width=48, seed=9)
+    for i in range(3):
+        (tmp_path / "imgs").mkdir(exist_ok=True)
+        (tmp_path / "labs").mkdir(exist_ok=True)
+        Image.fromarray((target.load_image(i) * 255).astype(np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+        Image.fromarray(target.load_label(i).astype(np.uint8)).save(tmp_path / "labs" / f"{i}.png")
+    ckpt = str(run / "checkpoints" / "final.pth")
+    out = tmp_path / "sel"
+    for r in range(2):
+        assert main(["select", "--checkpoint", ckpt, "--images", str(tmp_path / "imgs"), "--labels",
+                     str(tmp_path / "labs"), "--out", str(out), "--round", str(r), "--no-progress"]) == 0
+    ledger = json.loads((out / "ledger.json").read_text())
+    assert len(ledger["summary"]["rounds"]) == 2
+    for i in range(3):
+        sel = np.asarray(Image.open(out / "selected" / f"{i}.png")) > 0
+        revealed = np.asarray(Image.open(out / "labels" / f"{i}.png"))
+        assert sel.sum() == ledger["images"][str(i)]["rounds"]["1"]["pixels"]
+        assert (revealed[sel] == target.load_label(i)[sel]).all()
+    # without labels: selection masks only; PA through an override
+    assert main(["select", "--checkpoint", ckpt, "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "pa"),
+                 "active.mode=pa", "active.k=32", "active.pixels=400000", "--no-progress"]) == 0
+    led = json.loads((tmp_path / "pa" / "ledger.json").read_text())
+    assert led["mode"] == "pa" and led["k"] == 32 and not (tmp_path / "pa" / "labels").exists()
+    # 400000 / 2 rounds * 1152 / 819200 -> ceil(281.25) = 282 single pixels at most
+    assert all(rec["regions"] <= 282 and rec["pixels"] == rec["regions"]
+               for e in led["images"].values() for rec in e["rounds"].values())
+
+
+def test_demo_writes_metrics_and_plots(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--no-progress", *TINY]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("miou_source_only", "miou_final", "labelled_fraction", "rounds"):
+        assert key in metrics
+    assert all(set(r) >= {"iteration", "labelled_fraction", "miou"} for r in metrics["rounds"])
+    for png in ("miou_vs_labelled.png", "selected_regions.png"):
+        with Image.open(out / png) as img:
+            assert img.size[0] > 100
+    printed = capsys.readouterr().out
+    assert "round" in printed and "final mIoU" in printed
+
+
+def test_cli_errors_name_the_key_or_file(tmp_path, capsys):
+    assert main(["train", "--config", "demo", "train.bogus=1"]) == 2
+    assert "unknown config key 'train.bogus'" in capsys.readouterr().err
+    assert main(["train", "--config", "demo", f"out_dir={tmp_path}", "data.source=gtav", "data.target=cityscapes",
+                 f"data.source_root={tmp_path / 'GTAV'}", "data.num_classes=19"]) == 2
+    assert "GTAV" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "none.pth")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train"])  # --config is required
+
+
+def test_training_is_deterministic(tmp_path):
+    from ripu_kernels.config import load_config
+    from ripu_kernels.train import Trainer
+
+    results = []
+    for name in ("a", "b"):
+        cfg = load_config("demo", [f"out_dir={tmp_path / name}", *TINY, "train.iters=3", "active.rounds_at=[1]"])
+        trainer = Trainer(cfg, progress=False)
+        trainer.run()
+        results.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
