@@ -64,8 +64,8 @@ def test_cityscapes_layout_and_mapping(tmp_path):
     # resize: image bilinear, label nearest; val may keep the full label resolution
     small = Cityscapes(str(tmp_path), "train", size_wh=(8, 4))
     assert small[0]["image"].shape == (3, 4, 8) and small[0]["label"].shape == (4, 8)
-    full = Cityscapes(str(tmp_path), "train", size_wh=(8, 4), label_size_wh=None)
-    assert full[0]["image"].shape == (3, 4, 8)
+    full = Cityscapes(str(tmp_path), "train", size_wh=(8, 4), native_labels=True)
+    assert full[0]["image"].shape == (3, 4, 8) and full[0]["label"].shape == (8, 16)
     # list file with the authors' relative paths
     lst = tmp_path / "list.txt"
     lst.write_text("bremen/bremen_000000_000019_leftImg8bit.png\n")

@@ -8,6 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+import sys
+from pathlib import Path
+
 from ripu_kernels.cli import main
 from ripu_kernels.data.synthetic import SyntheticStreets
 
@@ -127,3 +130,32 @@ def test_training_is_deterministic(tmp_path):
         trainer.run()
         results.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+
+
+def test_train_on_fake_gtav_and_cityscapes_trees(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_driver_data import _png, _rgb, make_cityscapes
+
+    gta = tmp_path / "GTAV"
+    raw = np.zeros((16, 32), np.uint8)
+    raw[:8], raw[8:] = 23, 7  # sky over road
+    for i in range(4):
+        _png(gta / "images" / f"{i:05d}.png", _rgb(16, 32, i))
+        _png(gta / "labels" / f"{i:05d}.png", raw)
+    city = tmp_path / "cityscapes"
+    make_cityscapes(city, "train", h=16, w=32)
+    make_cityscapes(city, "val", cities=("frankfurt",), h=32, w=64)
+    out = tmp_path / "run"
+    assert main(["train", "--config", "gtav_cityscapes_ra_2.2", "--no-progress", f"out_dir={out}", "device=cpu",
+                 f"data.source_root={gta}", f"data.target_root={city}", "data.source_size=[32, 16]",
+                 "data.target_size=[32, 16]", "data.num_workers=0", "model.backbone=small", "model.width=8",
+                 "model.norm=gn", "model.aspp_dilations=[1, 2]", "train.iters=3", "active.rounds_at=[1, 2]",
+                 "train.lr=0.001", "threads=1"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["iou_final"]) == 19 and metrics["class_names"][13] == "car"
+    ledger = json.loads((out / "state" / "ledger.json").read_text())
+    # RA 2.2% over 2 rounds on 32x16 labels: ceil(512 * 0.011 / 9) = 1 region per image per round
+    assert set(ledger["images"]) == {"aachen/aachen_000000_000019", "bremen/bremen_000000_000019"}
+    assert all(rec["regions"] == 1 and rec["budget"] == 1 for e in ledger["images"].values()
+               for rec in e["rounds"].values())
+    assert (out / "state" / "labels" / "aachen" / "aachen_000000_000019.png").is_file()

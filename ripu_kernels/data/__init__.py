@@ -39,7 +39,7 @@ def build_datasets(cfg):
         source = Synthia(d.source_root, list_file=d.source_list or None, size_wh=tuple(d.source_size))
     target_train = Cityscapes(d.target_root, "train", list_file=d.target_train_list or None,
                               size_wh=tuple(d.target_size), num_classes=d.num_classes, hide_labels=True)
-    # validation at the full label resolution, as the paper evaluates
-    target_val = Cityscapes(d.target_root, "val", list_file=d.target_val_list or None, size_wh=None,
-                            num_classes=d.num_classes)
+    # validation: images resized like the training images, labels at their full resolution (as the paper)
+    target_val = Cityscapes(d.target_root, "val", list_file=d.target_val_list or None, size_wh=tuple(d.target_size),
+                            num_classes=d.num_classes, native_labels=True)
     return source, target_train, target_val

@@ -30,7 +30,7 @@ LABEL_SUFFIX = "_gtFine_labelIds.png"
 
 class Cityscapes(PairedFolderDataset):
     def __init__(self, root: str, split: str, list_file: str | None = None, size_wh=(1280, 640),
-                 num_classes: int = 19, hide_labels: bool = False, label_size_wh=None):
+                 num_classes: int = 19, hide_labels: bool = False, native_labels: bool = False):
         if split not in ("train", "val", "test"):
             raise ValueError(f"cityscapes: split must be train, val or test, got {split!r}")
         if num_classes not in (16, 19):
@@ -47,7 +47,5 @@ class Cityscapes(PairedFolderDataset):
             pairs.append((stem, os.path.join(img_dir, rel), os.path.join(lab_dir, stem + LABEL_SUFFIX)))
         mapping = ID_TO_TRAINID_19 if num_classes == 19 else ID_TO_TRAINID_16
         names_ = CLASS_NAMES_19 if num_classes == 19 else CLASS_NAMES_16
-        if label_size_wh is None and size_wh is None:
-            label_size_wh = None
         super().__init__(f"cityscapes-{split}", pairs, mapping, tuple(size_wh) if size_wh else None, num_classes,
-                         names_, hide_labels=hide_labels, label_size_wh=label_size_wh)
+                         names_, hide_labels=hide_labels, native_labels=native_labels)

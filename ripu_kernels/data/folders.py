@@ -41,11 +41,14 @@ def scan(folder: str, suffix: str) -> list[str]:
 
 
 class PairedFolderDataset(SegmentationDataset):
-    """Images paired with label files; ``pairs`` = [(id, image path, label path)], labels mapped by ``mapping``."""
+    """Images paired with label files; ``pairs`` = [(id, image path, label path)], labels mapped by ``mapping``.
+
+    Images are resized to ``size_wh`` (bilinear) and labels too (nearest) unless ``native_labels``.
+    """
 
     def __init__(self, name: str, pairs: list[tuple[str, str, str]], mapping: dict[int, int] | None,
                  size_wh: tuple[int, int] | None, num_classes: int, class_names, hide_labels: bool = False,
-                 label_size_wh: tuple[int, int] | None = None, check_pairs: bool = True):
+                 native_labels: bool = False, check_pairs: bool = True):
         super().__init__(hide_labels=hide_labels)
         self.name, self.num_classes, self.class_names = name, num_classes, tuple(class_names)
         if not pairs:
@@ -59,8 +62,9 @@ class PairedFolderDataset(SegmentationDataset):
         self.pairs = pairs
         self.mapping = mapping
         self.size_wh = size_wh
-        self.label_size_wh = size_wh if label_size_wh is None else label_size_wh
-        self.same_size = self.label_size_wh == size_wh
+        # native_labels: labels keep their stored resolution (evaluation at full label resolution)
+        self.label_size_wh = None if native_labels else size_wh
+        self.same_size = not native_labels or size_wh is None
 
     def __len__(self) -> int:
         return len(self.pairs)
