@@ -164,6 +164,20 @@ def format_rounds(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _clear_previous_demo(out: Path) -> None:
+    """Remove the outputs of an earlier demo in ``out`` (only files the demo writes) so it can run again."""
+    import shutil
+
+    if not (out / "metrics.json").exists() and not (out / "state" / "ledger.json").exists():
+        return
+    for name in ("state", "checkpoints"):
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+    for name in ("metrics.json", "config.json", "train.log", "miou_vs_labelled.png", "selected_regions.png"):
+        if (out / name).exists():
+            (out / name).unlink()
+
+
 def run_demo(out: str, overrides=(), progress: bool = False) -> dict:
     """The demo: returns the metrics written to ``out/metrics.json``."""
     from .config import load_config, packaged_config
@@ -175,6 +189,7 @@ def run_demo(out: str, overrides=(), progress: bool = False) -> dict:
     if cfg.active.mode != "ra" or cfg.train.target_losses_before_rounds:
         raise SystemExit("ripu demo: the demo is source-only then RA (active.mode=ra, "
                          "train.target_losses_before_rounds=false)")
+    _clear_previous_demo(Path(out))
     setup_logging(out)
     started = time.time()
     trainer = Trainer(cfg, progress=progress)

@@ -116,7 +116,12 @@ class Trainer:
         self.store = MaskStore(self.state_dir)
         self.budget = budget_from_config(cfg) if cfg.active.mode != "none" else None
         self.ledger_path = self.state_dir / "ledger.json"
-        self.ledger = Ledger.load(self.ledger_path, cfg.active.mode, cfg.window_k)
+        if self.ledger_path.exists() or (self.out / "metrics.json").exists():
+            from .config import ConfigError
+
+            raise ConfigError(f"out_dir {str(self.out)!r} already holds a run (state/ledger.json or metrics.json); "
+                              "choose a new out_dir (resuming a run is not supported yet)")
+        self.ledger = Ledger(cfg.active.mode, cfg.window_k)
         self.iteration = 0
         self.history: list[dict] = []
 

@@ -105,6 +105,11 @@ def test_demo_writes_metrics_and_plots(tmp_path, capsys):
             assert img.size[0] > 100
     printed = capsys.readouterr().out
     assert "round" in printed and "final mIoU" in printed
+    # a second demo into the same folder replaces the first; a second train run is refused
+    assert main(["demo", "--out", str(out), "--no-progress", *TINY]) == 0
+    assert json.loads((out / "metrics.json").read_text())["miou_final"] == metrics["miou_final"]
+    assert main(["train", "--config", "demo", f"out_dir={out}", *TINY]) == 2
+    assert "already holds a run" in capsys.readouterr().err
 
 
 def test_cli_errors_name_the_key_or_file(tmp_path, capsys):
