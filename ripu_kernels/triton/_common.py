@@ -1,0 +1,33 @@
+"""Helpers shared by the Triton kernel modules (imports triton)."""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+from torch._subclasses.fake_tensor import is_fake
+from torch.library import wrap_triton
+
+# Read once: Triton itself decides at import time whether @triton.jit builds interpreted functions.
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; float16/bfloat16/float32 are read and computed in float32 (SPEC, Numerics)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def next_pow2(n: int) -> int:
+    return triton.next_power_of_2(max(int(n), 1))
+
+
+def launch(kernel, grid, *args, **meta) -> None:
+    """``wrap_triton(kernel)[grid](*args, **meta)``, so that ``torch.compile`` traces into the kernel.
+
+    Under the interpreter a kernel cannot run on fake tensors (they have no data), and ``wrap_triton``
+    hands back the plain interpreted function; then the launch is skipped: a ``triton_op`` body is also its
+    own fake implementation, and for that only the shapes of the outputs it allocates matter.
+    """
+    if INTERPRET and any(isinstance(a, torch.Tensor) and is_fake(a) for a in args):
+        return
+    wrap_triton(kernel)[grid](*args, **meta)
