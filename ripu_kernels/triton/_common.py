@@ -6,6 +6,7 @@ import os
 import torch
 import triton
 from torch._subclasses.fake_tensor import is_fake
+from torch._subclasses.functional_tensor import FunctionalTensor
 from torch.library import wrap_triton
 
 # Read once: Triton itself decides at import time whether @triton.jit builds interpreted functions.
@@ -28,6 +29,13 @@ def launch(kernel, grid, *args, **meta) -> None:
     hands back the plain interpreted function; then the launch is skipped: a ``triton_op`` body is also its
     own fake implementation, and for that only the shapes of the outputs it allocates matter.
     """
-    if INTERPRET and any(isinstance(a, torch.Tensor) and is_fake(a) for a in args):
-        return
+    if INTERPRET:
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        if any(isinstance(a, FunctionalTensor) for a in tensors):
+            raise RuntimeError(
+                f"ripu_triton: {getattr(kernel, '__name__', 'kernel')}: torch.compile/AOT tracing of the Triton "
+                "ops needs CUDA tensors; under TRITON_INTERPRET=1 they run eagerly only"
+            )
+        if any(is_fake(a) for a in tensors):
+            return
     wrap_triton(kernel)[grid](*args, **meta)
