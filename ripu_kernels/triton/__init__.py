@@ -15,12 +15,14 @@ import os
 
 import torch
 
+# find_spec locates the package without importing it; asked once (torch.compile cannot trace it).
+_HAVE_TRITON = importlib.util.find_spec("triton") is not None
 _INTERPRET_HINT = "Triton runs on CUDA tensors; set TRITON_INTERPRET=1 to run its interpreter on CPU"
 
 
 def unavailable_reason(device: torch.device) -> str | None:
     """``None`` when the Triton kernels can run on tensors of ``device``, else why not."""
-    if importlib.util.find_spec("triton") is None:
+    if not _HAVE_TRITON:
         return "the 'triton' package is not installed"
     device = torch.device(device)
     if device.type == "cuda":

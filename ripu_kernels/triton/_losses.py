@@ -178,7 +178,7 @@ def _lcr_grad_kernel(p_ptr, lab_ptr, scale_ptr, gp_ptr, gm_ptr, C, H, W, l_b, l_
         dfdm = -(pc / ratio) * pc / (den * den)
     else:
         diff = pc - mean
-        dfdp = tl.where(diff > 0, 1.0, tl.where(diff < 0, -1.0, 0.0))
+        dfdp = tl.where(diff > 0, 1.0, tl.where(diff < 0, -1.0, 0.0)).to(pc.dtype)  # f32 literals
         dfdm = -dfdp
     keep = bnd[:, None] & m2
     scale = tl.load(scale_ptr)

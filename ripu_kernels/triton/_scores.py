@@ -121,7 +121,8 @@ def _pixel_kernel(x_ptr, e_ptr, y_ptr, C, H_in, W_in, H, W, s_b, s_c, s_h, s_w,
     out = b * H * W + p
     tl.store(e_ptr + out, e, mask=pm)
     if WRITE_LABEL:
-        y = tl.argmax(x, axis=1, tie_break_left=True).to(tl.int32)
+        # NaNs only occur in pixels that get the non-finite label anyway; keep them out of the argmax.
+        y = tl.argmax(tl.where(x == x, x, float("-inf")), axis=1, tie_break_left=True).to(tl.int32)
         y = tl.where(bad, C, y)
         tl.store(y_ptr + out, y, mask=pm)
 
