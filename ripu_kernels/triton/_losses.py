@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 from torch.library import register_autograd, triton_op
 
-from ._common import compute_dtype, launch, next_pow2
+from ._common import compute_dtype, launch, next_pow2, tile_shape
 from ._scores import _to_ct
 
 
@@ -244,11 +244,12 @@ def _lcr_dx_kernel(p_ptr, gp_ptr, gm_ptr, dx_ptr, C, H, W, d_b, d_c, d_h, d_w,
 
 
 # ---------------------------------------------------------------------------------------------- launchers
-def _blocks(logits: torch.Tensor):
+def _blocks(logits: torch.Tensor, budget: int = 2048):
+    """Grid, BLOCK_P, C_PAD and num_warps of the per-pixel kernels (LCR kernels use budget 1024)."""
     b, c, h, w = logits.shape
     c_pad = next_pow2(c)
-    block_p = max(16, min(256, 4096 // c_pad))
-    return (triton.cdiv(h * w, block_p), b), block_p, c_pad
+    block_p, num_warps = tile_shape(c_pad, budget)
+    return (triton.cdiv(h * w, block_p), b), block_p, c_pad, num_warps
 
 
 def _empty(logits: torch.Tensor) -> bool:
@@ -263,8 +264,8 @@ def _finish(psum: torch.Tensor, pcnt: torch.Tensor, ct: torch.dtype) -> Tuple[to
     return total / count.clamp(min=1).to(ct), count
 
 
-def _partials(logits: torch.Tensor):
-    grid, _, _ = _blocks(logits)
+def _partials(logits: torch.Tensor, budget: int = 2048):
+    grid, _, _, _ = _blocks(logits, budget)
     n = grid[0] * grid[1] if not _empty(logits) else 0
     return (torch.zeros((n,), dtype=torch.float64, device=logits.device),
             torch.zeros((n,), dtype=torch.int64, device=logits.device))
@@ -280,10 +281,10 @@ def _nl_op(logits: torch.Tensor, threshold: float) -> Tuple[torch.Tensor, torch.
     ct = compute_dtype(logits.dtype)
     psum, pcnt = _partials(logits)
     if not _empty(logits):
-        grid, block_p, c_pad = _blocks(logits)
+        grid, block_p, c_pad, num_warps = _blocks(logits)
         thr = torch.full((1,), threshold, dtype=ct, device=logits.device)
         launch(_nl_fwd_kernel, grid, logits, thr, psum, pcnt, logits.shape[1], logits.shape[2], logits.shape[3],
-               *logits.stride(), IS_F64=ct == torch.float64, BLOCK_P=block_p, C_PAD=c_pad, num_warps=4)
+               *logits.stride(), IS_F64=ct == torch.float64, BLOCK_P=block_p, C_PAD=c_pad, num_warps=num_warps)
     return _finish(psum, pcnt, ct)
 
 
@@ -293,12 +294,12 @@ def _nl_backward_op(grad: torch.Tensor, logits: torch.Tensor, count: torch.Tenso
     ct = compute_dtype(logits.dtype)
     dx = torch.empty_like(logits)
     if not _empty(logits):
-        grid, block_p, c_pad = _blocks(logits)
+        grid, block_p, c_pad, num_warps = _blocks(logits)
         thr = torch.full((1,), threshold, dtype=ct, device=logits.device)
         scale = _grad_scale(grad, count, ct)
         launch(_nl_bwd_kernel, grid, logits, thr, scale, dx, logits.shape[1], logits.shape[2], logits.shape[3],
                *logits.stride(), *dx.stride(), IS_F64=ct == torch.float64, BLOCK_P=block_p, C_PAD=c_pad,
-               num_warps=4)
+               num_warps=num_warps)
     return dx
 
 
@@ -317,13 +318,14 @@ register_autograd("ripu_triton::negative_learning_loss", _nl_backward, setup_con
 
 
 # LCR ------------------------------------------------------------------------------------------------------
+_LCR_BUDGET = 1024  # these kernels hold a neighbourhood of tiles: smaller tiles keep them out of local memory
 def _softmax_buffer(logits: torch.Tensor) -> torch.Tensor:
     b, c, h, w = logits.shape
     ct = compute_dtype(logits.dtype)
     p = torch.empty((b, h, w, c), dtype=ct, device=logits.device)
-    grid, block_p, c_pad = _blocks(logits)
+    grid, block_p, c_pad, num_warps = _blocks(logits)
     launch(_softmax_kernel, grid, logits, p, c, h, w, *logits.stride(), IS_F64=ct == torch.float64,
-           BLOCK_P=block_p, C_PAD=c_pad, num_warps=4)
+           BLOCK_P=block_p, C_PAD=c_pad, num_warps=num_warps)
     return p
 
 
@@ -331,13 +333,13 @@ def _softmax_buffer(logits: torch.Tensor) -> torch.Tensor:
 def _lcr_op(logits: torch.Tensor, labels: torch.Tensor, kind: str, neighbors: int,
             ignore_index: int) -> Tuple[torch.Tensor, torch.Tensor]:
     ct = compute_dtype(logits.dtype)
-    psum, pcnt = _partials(logits)
+    psum, pcnt = _partials(logits, _LCR_BUDGET)
     if not _empty(logits):
         b, c, h, w = logits.shape
-        grid, block_p, c_pad = _blocks(logits)
+        grid, block_p, c_pad, num_warps = _blocks(logits, _LCR_BUDGET)
         p = _softmax_buffer(logits)
         launch(_lcr_fwd_kernel, grid, p, labels, psum, pcnt, c, h, w, *labels.stride(), ignore_index,
-               KL=kind == "kl", NEIGH8=neighbors == 8, BLOCK_P=block_p, C_PAD=c_pad, num_warps=4)
+               KL=kind == "kl", NEIGH8=neighbors == 8, BLOCK_P=block_p, C_PAD=c_pad, num_warps=num_warps)
     return _finish(psum, pcnt, ct)
 
 
@@ -348,15 +350,15 @@ def _lcr_backward_op(grad: torch.Tensor, logits: torch.Tensor, labels: torch.Ten
     dx = torch.empty_like(logits)
     if not _empty(logits):
         b, c, h, w = logits.shape
-        grid, block_p, c_pad = _blocks(logits)
+        grid, block_p, c_pad, num_warps = _blocks(logits, _LCR_BUDGET)
         p = _softmax_buffer(logits)
         gp = torch.empty_like(p)
         gm = torch.empty_like(p)
         scale = _grad_scale(grad, count, ct)
         launch(_lcr_grad_kernel, grid, p, labels, scale, gp, gm, c, h, w, *labels.stride(), ignore_index,
-               KL=kind == "kl", NEIGH8=neighbors == 8, BLOCK_P=block_p, C_PAD=c_pad, num_warps=4)
+               KL=kind == "kl", NEIGH8=neighbors == 8, BLOCK_P=block_p, C_PAD=c_pad, num_warps=num_warps)
         launch(_lcr_dx_kernel, grid, p, gp, gm, dx, c, h, w, *dx.stride(),
-               NEIGH8=neighbors == 8, BLOCK_P=block_p, C_PAD=c_pad, num_warps=4)
+               NEIGH8=neighbors == 8, BLOCK_P=block_p, C_PAD=c_pad, num_warps=num_warps)
     return dx
 
 

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
-from ._common import compute_dtype, launch, next_pow2
+from ._common import compute_dtype, launch, next_pow2, tile_shape
 
 
 # ------------------------------------------------------------------------------------------------ kernels
@@ -213,11 +213,11 @@ def _pixel_pass(logits: torch.Tensor, size, align_corners: bool, with_label: boo
     if b == 0 or h * w == 0:
         return e, y
     c_pad = next_pow2(c)
-    block_p = max(16, min(256, 4096 // c_pad))
+    block_p, num_warps = tile_shape(c_pad, 2048)
     grid = (triton.cdiv(h * w, block_p), b)
     launch(_pixel_kernel, grid, logits, e, y, c, h_in, w_in, h, w, *logits.stride(),
            RESIZE=size is not None, ALIGN=bool(align_corners), WRITE_LABEL=with_label,
-           IS_F64=ct == torch.float64, BLOCK_P=block_p, C_PAD=c_pad, num_warps=4)
+           IS_F64=ct == torch.float64, BLOCK_P=block_p, C_PAD=c_pad, num_warps=num_warps)
     return e, y
 
 
