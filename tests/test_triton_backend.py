@@ -378,3 +378,15 @@ def test_torch_compile_fullgraph():
     assert_close(sa, sb, *TOL[torch.float32], "score")
     assert_close(la, lb, *TOL[torch.float32], "loss")
     assert_close(xa.grad, xb.grad, 1e-7, 1e-4, "grad")
+
+
+def test_kernels_compile_for_sm90_without_spills():
+    """The interpreter cannot catch lowering errors: compile every kernel for an H100 (sm_90) with Triton's own
+    ptxas, no GPU needed, in the launchers' tile configurations, and require no local-memory spills."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *sys.path])
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    out = subprocess.run([sys.executable, "-m", "ripu_kernels.triton._compile_check", "--arch", "90"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert "0 failure(s)" in out.stdout

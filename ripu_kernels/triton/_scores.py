@@ -221,6 +221,22 @@ def _pixel_pass(logits: torch.Tensor, size, align_corners: bool, with_label: boo
     return e, y
 
 
+def _window_tiles(c: int, k: int, w: int):
+    """(HW, TW, C_PAD, num_warps) of the window kernel for C classes, radius k and image width w.
+
+    HW, the tile width, is a power of two at least twice the halo 2k (so at least half the tile is output
+    columns: the halo overhead does not grow with k), no wider than the image plus its halo, halved while the
+    [C_PAD, HW] count tile is large and the halving still leaves at least 8 output columns.
+    """
+    c_pad = next_pow2(c + 1)  # class C counts the pixels with a non-finite logit
+    hw = next_pow2(min(max(4 * k + 2, 64), w + 2 * k))
+    while c_pad * hw > 8192 and hw // 2 >= 2 * k + 8:
+        hw //= 2
+    tile = c_pad * hw
+    num_warps = 4 if tile <= 1024 else (8 if tile <= 8192 else 16)  # 16 warps cap registers at 128
+    return hw, hw - 2 * k, c_pad, num_warps
+
+
 def _window_pass(y: torch.Tensor, e: torch.Tensor, c: int, k: int, region: bool):
     b, h, w = e.shape
     score = torch.empty_like(e)
@@ -228,14 +244,8 @@ def _window_pass(y: torch.Tensor, e: torch.Tensor, c: int, k: int, region: bool)
     unc = torch.empty_like(e) if region else e
     if b == 0 or h * w == 0:
         return score, imp, unc
-    # Tile width: a power of two at least twice the halo (so at least half the tile is output columns),
-    # no wider than the image plus its halo.
-    hw = next_pow2(min(max(4 * k + 2, 64), w + 2 * k))
-    tw = hw - 2 * k
+    hw, tw, c_pad, num_warps = _window_tiles(c, k, w)
     th = h if h <= 64 else 32
-    c_pad = next_pow2(c + 1)
-    tile = c_pad * hw
-    num_warps = 4 if tile <= 4096 else (8 if tile <= 16384 else 16)
     grid = (triton.cdiv(w, tw), triton.cdiv(h, th), b)
     launch(_window_kernel, grid, y, e, score, imp, unc, c, h, w, k, tw, th,
            REGION=region, IS_F64=e.dtype == torch.float64, HW=hw, C_PAD=c_pad, num_warps=num_warps)
