@@ -151,7 +151,7 @@ def test_pixel_entropy(dtype, layout):
     ((1, 4, 16, 20), 2, (9, 7), True, torch.float32, "strided"),
     ((1, 4, 16, 20), 1, (9, 7), False, torch.float64, "contiguous"),
     ((1, 4, 5, 6), 1, (5, 6), False, torch.bfloat16, "contiguous"),
-    ((1, 3, 70, 70), 2, None, True, torch.float32, "contiguous"),   # several row bands and column tiles
+    ((1, 3, 40, 70), 2, None, True, torch.float32, "contiguous"),   # two row bands and two column tiles
     ((1, 3, 6, 40), 20, None, True, torch.float32, "contiguous"),   # window wider than the image
 ], ids=lambda v: str(v).replace(" ", ""))
 def test_scores(op, shape, k, size, align_corners, dtype, layout):
@@ -292,10 +292,12 @@ def test_negative_learning_loss(threshold, dtype, layout, shape):
 def test_losses_gradcheck_float64():
     x = _logits((1, 3, 3, 4), torch.float64, seed=5).requires_grad_(True)
     lab = _labels(1, 3, 4, seed=2)
+    for kind, neighbors in (("kl", 8), ("l1", 4)):
+        assert torch.autograd.gradcheck(
+            lambda t: rk.local_consistency_loss(t, lab, kind, neighbors, 255, backend="triton"), (x,),
+            eps=1e-6, atol=1e-6, fast_mode=True)
     assert torch.autograd.gradcheck(
-        lambda t: rk.local_consistency_loss(t, lab, "kl", 8, 255, backend="triton"), (x,), eps=1e-6, atol=1e-6)
-    assert torch.autograd.gradcheck(
-        lambda t: rk.negative_learning_loss(t, 0.2, backend="triton"), (x,), eps=1e-6, atol=1e-6)
+        lambda t: rk.negative_learning_loss(t, 0.2, backend="triton"), (x,), eps=1e-6, atol=1e-6, fast_mode=True)
 
 
 # ------------------------------------------------------------------------------------------- select regions

@@ -245,7 +245,7 @@ def _window_pass(y: torch.Tensor, e: torch.Tensor, c: int, k: int, region: bool)
     if b == 0 or h * w == 0:
         return score, imp, unc
     hw, tw, c_pad, num_warps = _window_tiles(c, k, w)
-    th = h if h <= 64 else 32
+    th = max(32, 2 * k)  # row band per program: the 2k+1 rows that prime its running sums stay amortised
     grid = (triton.cdiv(w, tw), triton.cdiv(h, th), b)
     launch(_window_kernel, grid, y, e, score, imp, unc, c, h, w, k, tw, th,
            REGION=region, IS_F64=e.dtype == torch.float64, HW=hw, C_PAD=c_pad, num_warps=num_warps)
