@@ -3,7 +3,7 @@
 The dispatcher imports this module to ask :func:`unavailable_reason`, so it must import without Triton:
 ``import triton`` happens only inside the kernel modules (``_scores``, ``_losses``), which the six functions
 below import on first use. On CUDA tensors the kernels are compiled; on CPU tensors they run under Triton's
-interpreter, which must be switched on (``TRITON_INTERPRET=1``) before ``triton`` is first imported.
+interpreter, which must be switched on (``TRITON_INTERPRET=1``) before the first call imports the kernels.
 
 ``select_regions`` has no Triton kernel: it runs the CUDA backend's kernel when that is built for the
 device, else the reference implementation.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 import torch
 
@@ -32,6 +33,10 @@ def unavailable_reason(device: torch.device) -> str | None:
     if device.type == "cpu":
         if os.environ.get("TRITON_INTERPRET") != "1":
             return _INTERPRET_HINT
+        common = sys.modules.get(__name__ + "._common")
+        if common is not None and not common.INTERPRET:
+            return ("the Triton kernels were already built for the GPU (TRITON_INTERPRET was unset when they were "
+                    "first used); set TRITON_INTERPRET=1 before the first Triton call to run them on CPU")
         return None
     return f"Triton kernels do not run on {device.type} tensors"
 
