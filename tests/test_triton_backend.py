@@ -21,6 +21,8 @@ if not torch.cuda.is_available():
 import ripu_kernels as rk  # noqa: E402
 from ripu_kernels import triton as tbackend  # noqa: E402
 
+from ._tol import assert_close_verbose, tol  # noqa: E402
+
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 _WHY = tbackend.unavailable_reason(DEVICE)
 pytestmark = [
@@ -29,8 +31,8 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::RuntimeWarning"),
 ]
 
-# (atol, rtol) per compute dtype; half/bfloat16 logits are computed in float32 by both backends.
-TOL = {torch.float32: (1e-5, 1e-4), torch.float64: (1e-10, 1e-9)}
+# (atol, rtol) per compute dtype from tests/_tol.py; half/bfloat16 logits are computed in float32 by both backends.
+TOL = {dt: (tol(dt)["atol"], tol(dt)["rtol"]) for dt in (torch.float32, torch.float64)}
 
 
 def _ct(dtype):
@@ -38,23 +40,14 @@ def _ct(dtype):
 
 
 def assert_close(actual, expected, atol, rtol, what, where=None):
-    """allclose with NaNs required in the same places; reports how many and where it differs."""
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
-    a, e = actual.detach().cpu(), expected.detach().cpu()
-    nan_a, nan_e = torch.isnan(a), torch.isnan(e)
-    if not torch.equal(nan_a, nan_e):
-        diff = (nan_a != nan_e).nonzero().tolist()
-        raise AssertionError(f"{what}: NaN pattern differs at {len(diff)} places, first {diff[:5]} "
-                             f"(actual NaNs {int(nan_a.sum())}, expected {int(nan_e.sum())})")
-    check = ~nan_e if where is None else (~nan_e & where.cpu())
-    a, e = a[check], e[check]
-    bad = (a - e).abs() > atol + rtol * e.abs()
-    if bad.any():
-        idx = check.nonzero()[bad.nonzero().squeeze(1)]
-        err = (a - e).abs()
-        raise AssertionError(f"{what}: {int(bad.sum())}/{a.numel()} elements differ beyond atol={atol} rtol={rtol}; "
-                             f"max abs err {err.max().item():.3e}; first at {idx[:5].tolist()}")
+    """tests/_tol.py's verbose allclose (NaN patterns equal); with ``where``, values are compared only there."""
+    if where is not None:
+        nan_a, nan_e = torch.isnan(actual).cpu(), torch.isnan(expected).cpu()
+        assert torch.equal(nan_a, nan_e), (f"{what}: NaN pattern differs at {int((nan_a != nan_e).sum())} places, "
+                                           f"first {(nan_a != nan_e).nonzero()[:5].tolist()}")
+        where = where.to(actual.device)
+        actual, expected = actual[where], expected[where]
+    assert_close_verbose(actual, expected, atol=atol, rtol=rtol, name=what)
 
 
 def _layout(x, layout):
