@@ -1,0 +1,86 @@
+// Shared definitions for the ripu kernels: host/device qualifier, 16-bit float storage types, math wrappers.
+// Torch-free and container-free: included by the CPU launchers (csrc/cpu), the CUDA kernels (csrc/cuda)
+// and the C++ unit tests.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define RIPU_HOST_DEVICE __host__ __device__
+#else
+#define RIPU_HOST_DEVICE
+#endif
+
+namespace ripu {
+
+// IEEE binary16 storage (layout-compatible with at::Half / __half): read as float.
+struct half_t {
+  uint16_t bits;
+};
+
+// bfloat16 storage (layout-compatible with at::BFloat16 / __nv_bfloat16): read as float.
+struct bfloat16_t {
+  uint16_t bits;
+};
+
+RIPU_HOST_DEVICE inline float bits_to_float(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+#endif
+}
+
+RIPU_HOST_DEVICE inline float to_float(bfloat16_t v) { return bits_to_float(static_cast<uint32_t>(v.bits) << 16); }
+
+RIPU_HOST_DEVICE inline float to_float(half_t v) {
+  const uint32_t h = v.bits;
+  const uint32_t sign = (h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t mant = h & 0x3ffu;
+  if (exp == 0x1fu) return bits_to_float(sign | 0x7f800000u | (mant << 13));  // inf / NaN
+  if (exp != 0) return bits_to_float(sign | ((exp + 112u) << 23) | (mant << 13));
+  if (mant == 0) return bits_to_float(sign);  // +-0
+  // subnormal: normalise the mantissa
+  uint32_t e = 113;
+  while ((mant & 0x400u) == 0) {
+    mant <<= 1;
+    --e;
+  }
+  return bits_to_float(sign | (e << 23) | ((mant & 0x3ffu) << 13));
+}
+
+// widen(v): a stored element as its natural compute type (float for 16-bit storage).
+RIPU_HOST_DEVICE inline float widen(float v) { return v; }
+RIPU_HOST_DEVICE inline double widen(double v) { return v; }
+RIPU_HOST_DEVICE inline float widen(half_t v) { return to_float(v); }
+RIPU_HOST_DEVICE inline float widen(bfloat16_t v) { return to_float(v); }
+
+// load<T>(p): read one stored element (float, double, half_t, bfloat16_t) as the compute type T.
+template <typename T, typename S>
+RIPU_HOST_DEVICE inline T load(const S* p) {
+  return static_cast<T>(widen(*p));
+}
+
+// Overloaded maths so templates pick the float or double routine on host and device alike.
+RIPU_HOST_DEVICE inline float rexp(float x) { return expf(x); }
+RIPU_HOST_DEVICE inline double rexp(double x) { return exp(x); }
+RIPU_HOST_DEVICE inline float rlog(float x) { return logf(x); }
+RIPU_HOST_DEVICE inline double rlog(double x) { return log(x); }
+RIPU_HOST_DEVICE inline float rabs(float x) { return fabsf(x); }
+RIPU_HOST_DEVICE inline double rabs(double x) { return fabs(x); }
+
+template <typename T>
+RIPU_HOST_DEVICE inline T quiet_nan() {
+  return static_cast<T>(NAN);
+}
+
+// True for finite x; false for NaN and +-inf (x - x is NaN exactly then). No -ffast-math here.
+template <typename T>
+RIPU_HOST_DEVICE inline bool is_finite(T x) { return (x - x) == T(0); }
+
+}  // namespace ripu
