@@ -11,7 +11,7 @@ namespace ripu {
 
 RIPU_HOST_DEVICE inline int64_t window_lo(int64_t i, int64_t k) { return i - k > 0 ? i - k : 0; }
 RIPU_HOST_DEVICE inline int64_t window_hi(int64_t i, int64_t k, int64_t n) { return i + k + 1 < n ? i + k + 1 : n; }
-RIPU_HOST_DEVICE inline int64_t window_len(int64_t i, int64_t k, int64_t n) { return window_hi(i, k, n) - window_lo(i, k, n); }
+RIPU_HOST_DEVICE inline int64_t window_len(int64_t i, int64_t k, int64_t n) { return window_hi(i, k, n) - window_lo(i, k); }
 
 // n log n (0 for n == 0), in double.
 RIPU_HOST_DEVICE inline double xlogx_count(int64_t n) {
