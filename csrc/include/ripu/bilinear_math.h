@@ -1,7 +1,9 @@
 // Bilinear resampling taps, bit-for-bit as PyTorch's upsample_bilinear2d (CPU) computes them for
 // F.interpolate(x, size=..., mode="bilinear", align_corners=...) with no scale factor:
 //   scale  = align_corners ? (in - 1) / (out - 1) (0 when out == 1) : in / out
-//   source = align_corners ? scale * dst : max(scale * (dst + 0.5) - 0.5, 0)
+//   source = align_corners ? scale * dst : max(fma(scale, dst + 0.5, -0.5), 0)
+// (PyTorch's kernels are compiled with FMA contraction, which fuses that multiply-add: a fused multiply-add is
+// what reproduces its taps bit for bit; a separate multiply and subtract is off by an ulp of the source index)
 //   i0 = min(floor(source), in - 1), lambda1 = clamp(source - i0, 0, 1), i1 = i0 + (i0 < in - 1), lambda0 = 1 - lambda1
 // and out == in copies (lambda0 = 1, lambda1 = 0). The four taps are always combined as
 //   h.l0 * (w.l0 * a + w.l1 * b) + h.l1 * (w.l0 * c + w.l1 * d)
@@ -40,7 +42,7 @@ RIPU_HOST_DEVICE inline BilinearTap<T> bilinear_tap(int64_t dst, int64_t in, int
   if (align_corners) {
     src = scale * static_cast<T>(dst);
   } else {
-    src = scale * (static_cast<T>(dst) + T(0.5)) - T(0.5);
+    src = rfma(scale, static_cast<T>(dst) + T(0.5), T(-0.5));
     if (src < T(0)) src = T(0);
   }
   // PyTorch floors through floorf even for double.

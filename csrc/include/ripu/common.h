@@ -71,6 +71,8 @@ RIPU_HOST_DEVICE inline float rexp(float x) { return expf(x); }
 RIPU_HOST_DEVICE inline double rexp(double x) { return exp(x); }
 RIPU_HOST_DEVICE inline float rlog(float x) { return logf(x); }
 RIPU_HOST_DEVICE inline double rlog(double x) { return log(x); }
+RIPU_HOST_DEVICE inline float rfma(float a, float b, float c) { return fmaf(a, b, c); }
+RIPU_HOST_DEVICE inline double rfma(double a, double b, double c) { return fma(a, b, c); }
 RIPU_HOST_DEVICE inline float rabs(float x) { return fabsf(x); }
 RIPU_HOST_DEVICE inline double rabs(double x) { return fabs(x); }
 
