@@ -100,16 +100,23 @@ torch.library.register_autograd("ripu::negative_learning_loss", _nl_backward, se
 
 # ------------------------------------------------------------------------------------- backend interface
 def unavailable_reason(device: torch.device) -> str | None:
+    """Backend ``cpu``: compiled CPU kernels, for CPU tensors only (``cuda`` lives in ``_backend_cuda``)."""
     device = torch.device(device)
     if device.type == "cpu":
         return None
-    if device.type == "cuda":
-        if not torch._C._dispatch_has_kernel_for_dispatch_key("ripu::region_scores", "CUDA"):
-            return "the extension ripu_kernels._C was built without CUDA kernels"
-        if not torch.cuda.is_available():
-            return "no CUDA device is available"
-        return None
-    return f"no compiled kernels for {device.type} tensors"
+    return f"the cpu backend runs on CPU tensors only (use backend='cuda' for {device.type} tensors)"
+
+
+def cuda_unavailable_reason(device: torch.device) -> str | None:
+    """Backend ``cuda``: the same ops, for CUDA tensors, when the extension was built with CUDA kernels."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return f"the cuda backend runs on CUDA tensors only, got a {device.type} tensor"
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("ripu::region_scores", "CUDA"):
+        return "the extension ripu_kernels._C was built without CUDA kernels"
+    if not torch.cuda.is_available():
+        return "no CUDA device is available"
+    return None
 
 
 def pixel_entropy(logits):
