@@ -80,6 +80,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scores_cpu(const char* op, bool p
   check_logits(op, logits);
   TORCH_CHECK(logits.device().is_cpu(), "ripu::", op, ": logits must be a CPU tensor here");
   TORCH_CHECK(k >= 0, "ripu::", op, ": k must be >= 0, got ", k);
+  // labels are parked as numbers in a float map between passes: exact below 2^24
+  TORCH_CHECK(logits.size(1) <= (int64_t(1) << 24), "ripu::", op, ": at most 2^24 classes are supported, got ",
+              logits.size(1));
   Resize rs{false, logits.size(2), logits.size(3), align_corners};
   if (size.has_value()) {
     const auto sz = *size;

@@ -16,17 +16,18 @@ namespace ripu {
 template <typename T>
 RIPU_HOST_DEVICE inline void argmax_step(T x, int32_t c, T& m, int32_t& arg, T& nonfinite) {
   nonfinite += x - x;
-  if (x > m) {  // strict: ties keep the lowest class index
-    m = x;
-    arg = c;
-  }
+  // strict: ties keep the lowest class index; written as a mask blend so compilers vectorise it
+  const T mm = m;
+  const int32_t take = -static_cast<int32_t>(x > mm);
+  m = x > mm ? x : mm;
+  arg = (arg & ~take) | (c & take);
 }
 
 // Pass 2 over the classes: s += exp(x - m), dot += (x - m) exp(x - m). Start with s = dot = 0.
 template <typename T>
 RIPU_HOST_DEVICE inline void expsum_step(T x, T m, T& s, T& dot) {
   const T z = x - m;
-  const T e = rexp(z);
+  const T e = rexp_fast(z);
   s += e;
   dot += z * e;
 }
