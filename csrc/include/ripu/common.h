@@ -77,12 +77,13 @@ RIPU_HOST_DEVICE inline float rabs(float x) { return fabsf(x); }
 RIPU_HOST_DEVICE inline double rabs(double x) { return fabs(x); }
 
 // exp for the hot loops. Host float: a branch-free Cody-Waite reduction + degree-6 polynomial (max relative error
-// ~2 ulp, inputs below -87 give ~1e-38 instead of a denormal) that compilers vectorise; elsewhere the libm routine.
+// ~2 ulp; inputs below -87 give 0 instead of a denormal) that compilers vectorise; elsewhere the libm routine.
 RIPU_HOST_DEVICE inline double rexp_fast(double x) { return exp(x); }
 RIPU_HOST_DEVICE inline float rexp_fast(float x) {
 #if defined(__CUDA_ARCH__)
   return expf(x);
 #else
+  const float x_in = x;
   x = x < 88.0f ? x : 88.0f;
   x = x > -87.0f ? x : -87.0f;
   const int32_t biased = static_cast<int32_t>(x * 1.44269504088896341f + 127.5f);  // floor(x log2 e + 0.5) + 127 > 0
@@ -99,7 +100,7 @@ RIPU_HOST_DEVICE inline float rexp_fast(float x) {
   const int32_t bits = biased << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
+  return x_in >= -87.0f ? p * scale : 0.0f;
 #endif
 }
 
