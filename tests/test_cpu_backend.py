@@ -136,6 +136,19 @@ def test_selection_spans_several_candidate_chunks():
                         rk.select_regions(score, n, r, m, backend="reference"))
 
 
+@pytest.mark.parametrize("n,r,m", [(20, 1, 2), (40, 1, 30), (3000, 0, 0)])
+def test_selection_on_large_maps(n, r, m):
+    """Maps large enough for the sampled-threshold head; (40, 1, 30) exhausts the head and falls back to the rest."""
+    g = torch.Generator().manual_seed(9)
+    i = torch.arange(200, dtype=torch.float32)[:, None]
+    j = torch.arange(260, dtype=torch.float32)[None, :]
+    score = (100 - (i - 90).abs() * 0.7 - (j - 130).abs() * 0.4).round()[None].repeat(2, 1, 1)
+    score += (torch.rand(2, 200, 260, generator=g) < 0.05) * 0.5
+    score[1, 3, 4] = float("nan")
+    _same_selection(rk.select_regions(score, n, r, m, backend="cpu"),
+                    rk.select_regions(score, n, r, m, backend="reference"))
+
+
 def test_selection_realistic_ra_round(gen):
     x = random_logits((1, 19, 96, 128), generator=gen)
     score = rk.region_scores(x, k=1, backend="cpu").score
