@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -60,37 +61,47 @@ struct RowScratch {
       : buf(static_cast<size_t>(C * W)), m(W), nonfinite(W), s(W), dot(W), arg(static_cast<size_t>(W)) {}
 };
 
-// Entropy (and argmax label, if `label` is not null) of one loaded row.
+// Entropy (and argmax label, if `label` is not null) of one row whose class c starts at buf + c * cstride. Columns
+// are processed in tiles so the per-pixel accumulators stay in L1 while the classes stream past.
 template <typename T>
-RIPU_CPU_CLONES void row_entropy(RowScratch<T>& sc, int64_t C, int64_t W, T inv_log_c, T* entropy, T* label) {
-  const T* buf = sc.buf.data();
+RIPU_CPU_CLONES void row_entropy(const T* buf, int64_t cstride, RowScratch<T>& sc, int64_t C, int64_t W, T inv_log_c,
+                                 T* entropy, T* label) {
+  constexpr int64_t kTile = 256;
   T* __restrict m = sc.m.data();
   T* __restrict nf = sc.nonfinite.data();
   T* __restrict s = sc.s.data();
   T* __restrict dot = sc.dot.data();
   int32_t* __restrict arg = sc.arg.data();
-  for (int64_t j = 0; j < W; ++j) {
-    m[j] = buf[j];
-    nf[j] = buf[j] - buf[j];
-    arg[j] = 0;
-    s[j] = T(0);
-    dot[j] = T(0);
-  }
-  for (int64_t c = 1; c < C; ++c) {
-    const T* __restrict xc = buf + c * W;
-    const int32_t ci = static_cast<int32_t>(c);
-#pragma omp simd
-    for (int64_t j = 0; j < W; ++j) argmax_step(xc[j], ci, m[j], arg[j], nf[j]);
-  }
-  for (int64_t c = 0; c < C; ++c) {
-    const T* __restrict xc = buf + c * W;
-#pragma omp simd
-    for (int64_t j = 0; j < W; ++j) expsum_step(xc[j], m[j], s[j], dot[j]);
-  }
   const int32_t Ci = static_cast<int32_t>(C);
-  for (int64_t j = 0; j < W; ++j) entropy[j] = entropy_finish(s[j], dot[j], nf[j], Ci, inv_log_c);
-  if (label)
-    for (int64_t j = 0; j < W; ++j) label[j] = static_cast<T>(arg[j]);
+  for (int64_t j0 = 0; j0 < W; j0 += kTile) {
+    const int64_t n = std::min(kTile, W - j0);
+    const T* __restrict x0 = buf + j0;
+    for (int64_t j = 0; j < n; ++j) {
+      m[j] = x0[j];
+      nf[j] = x0[j] - x0[j];
+      arg[j] = 0;
+      s[j] = T(0);
+      dot[j] = T(0);
+    }
+    for (int64_t c = 1; c < C; ++c) {
+      const T* __restrict xc = buf + c * cstride + j0;
+      const int32_t ci = static_cast<int32_t>(c);
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) argmax_step(xc[j], ci, m[j], arg[j], nf[j]);
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const T* __restrict xc = buf + c * cstride + j0;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) expsum_step(xc[j], m[j], s[j], dot[j]);
+    }
+    T* __restrict e = entropy + j0;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) e[j] = entropy_finish(s[j], dot[j], nf[j], Ci, inv_log_c);
+    if (label) {
+      T* __restrict l = label + j0;
+      for (int64_t j = 0; j < n; ++j) l[j] = static_cast<T>(arg[j]);
+    }
+  }
 }
 
 // Pass 1 over every output row of the batch.
@@ -100,14 +111,21 @@ void entropy_pass(const S* x, const RowSource<T>& src, T* entropy, T* label) {
   const int64_t C = src.d.C, W2 = src.W2;
   const T inv_log_c = inverse_log_classes<T>(static_cast<int32_t>(C));
   if (rows == 0 || W2 == 0) return;
+  const bool direct = std::is_same<S, T>::value && !src.rs.enabled && src.d.sW == 1;
 #pragma omp parallel
   {
-    RowScratch<T> sc(C, W2);
+    RowScratch<T> sc(direct ? 0 : C, W2);
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t b = r / src.H2, i = r % src.H2;
-      load_row<S, T>(x, src, b, i, sc.buf.data());
-      row_entropy<T>(sc, C, W2, inv_log_c, entropy + r * W2, label ? label + r * W2 : nullptr);
+      T* lab = label ? label + r * W2 : nullptr;
+      if (direct) {  // already the compute type with unit column stride: read the logits in place
+        row_entropy<T>(reinterpret_cast<const T*>(x + b * src.d.sB + i * src.d.sH), src.d.sC, sc, C, W2, inv_log_c,
+                       entropy + r * W2, lab);
+      } else {
+        load_row<S, T>(x, src, b, i, sc.buf.data());
+        row_entropy<T>(sc.buf.data(), W2, sc, C, W2, inv_log_c, entropy + r * W2, lab);
+      }
     }
   }
 }
@@ -163,7 +181,7 @@ struct ClassWindow {
 // Pass 2: impurity of rows [i0, i1) of one image from the parked labels and entropies.
 template <typename T>
 void impurity_band(const T* label, const T* entropy, int64_t H, int64_t W, int64_t C, int64_t k, int64_t i0,
-                   int64_t i1, const double* xlogx, double inv_log_c, T* out, std::vector<int32_t>& hist,
+                   int64_t i1, const double* xlogx, const double* inv_n, double inv_log_c, T* out, std::vector<int32_t>& hist,
                    std::vector<int32_t>& colbad, ClassWindow& win) {
   const bool use_hist = 2 * k + 1 > C;  // column histograms only pay off when a column holds more pixels than C
   if (use_hist) std::fill(hist.begin(), hist.begin() + W * C, 0);
@@ -224,7 +242,7 @@ void impurity_band(const T* label, const T* entropy, int64_t H, int64_t W, int64
           present += cnt[c] > 0;
         }
         const int64_t N = nrows * window_len(j, k, W);
-        o[j] = present <= 1 ? T(0) : static_cast<T>(impurity_from_xlogx_sum(sum, xlogx[N], N, inv_log_c));
+        o[j] = present <= 1 ? T(0) : static_cast<T>(impurity_from_xlogx_sum_inv(sum, xlogx[N], inv_n[N], inv_log_c));
       }
       continue;
     }
@@ -250,7 +268,7 @@ void impurity_band(const T* label, const T* entropy, int64_t H, int64_t W, int64
         o[j] = T(0);
       } else {
         const int64_t N = nrows * window_len(j, k, W);
-        o[j] = static_cast<T>(impurity_from_xlogx_sum(win.s, xlogx[N], N, inv_log_c));
+        o[j] = static_cast<T>(impurity_from_xlogx_sum_inv(win.s, xlogx[N], inv_n[N], inv_log_c));
       }
     }
   }
@@ -323,7 +341,11 @@ void scores(const S* logits, const Dims4& d, const Resize& rs, int64_t k, bool p
   // n log n for every possible count of a window
   const int64_t nmax = std::min<int64_t>(2 * k + 1, H) * std::min<int64_t>(2 * k + 1, W);
   std::vector<double> xlogx(static_cast<size_t>(nmax + 1));
-  for (int64_t n = 0; n <= nmax; ++n) xlogx[n] = xlogx_count(n);
+  std::vector<double> inv_n(static_cast<size_t>(nmax + 1), 0.0);
+  for (int64_t n = 0; n <= nmax; ++n) {
+    xlogx[n] = xlogx_count(n);
+    if (n > 0) inv_n[n] = 1.0 / static_cast<double>(n);
+  }
   const double inv_log_c = C > 1 ? 1.0 / std::log(static_cast<double>(C)) : 0.0;
   const std::vector<Band> bands = make_bands(B, H);
   const int64_t nb = static_cast<int64_t>(bands.size());
@@ -337,7 +359,7 @@ void scores(const S* logits, const Dims4& d, const Resize& rs, int64_t k, bool p
     for (int64_t t = 0; t < nb; ++t) {
       const Band& bd = bands[t];
       impurity_band<T>(impurity + bd.b * HW, uncertainty + bd.b * HW, H, W, C, k, bd.i0, bd.i1, xlogx.data(),
-                       inv_log_c, score + bd.b * HW, hist, colbad, win);
+                       inv_n.data(), inv_log_c, score + bd.b * HW, hist, colbad, win);
     }
   }
 

@@ -44,6 +44,14 @@ static void test_exp() {
   CHECK(rexp_fast(0.0f) == 1.0f);
   CHECK(rexp_fast(-1000.0f) == 0.0f && rexp_fast(-88.0f) == 0.0f);
   CHECK(rexp_fast(-0.5) == std::exp(-0.5));  // double: libm
+  worst = 0.0;
+  for (int i = 0; i <= 200000; ++i) {  // [1e-3, 1e4] geometrically
+    const float x = static_cast<float>(std::pow(10.0, -3.0 + 7.0 * i / 200000.0));
+    const double ref = std::log(static_cast<double>(x));
+    worst = std::fmax(worst, std::fabs(rlog_fast(x) - ref) / std::fmax(std::fabs(ref), 1e-3));
+  }
+  CHECK(worst < 4e-7);
+  CHECK(rlog_fast(1.0f) == 0.0f);
 }
 
 template <typename T>

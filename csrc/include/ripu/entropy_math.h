@@ -38,7 +38,7 @@ template <typename T>
 RIPU_HOST_DEVICE inline T entropy_finish(T s, T dot, T nonfinite, int32_t C, T inv_log_c) {
   if (!(nonfinite == T(0))) return quiet_nan<T>();
   if (C <= 1) return T(0);
-  return (rlog(s) - dot / s) * inv_log_c;
+  return (rlog_fast(s) - dot / s) * inv_log_c;
 }
 
 template <typename T>

@@ -25,6 +25,13 @@ RIPU_HOST_DEVICE inline double impurity_from_xlogx_sum(double sum_xlogx, double 
   return p > 0.0 ? p : 0.0;
 }
 
+// The same with 1/N precomputed (a multiply instead of a divide in the hot loop).
+RIPU_HOST_DEVICE inline double impurity_from_xlogx_sum_inv(double sum_xlogx, double n_xlogx, double inv_n,
+                                                           double inv_log_c) {
+  const double p = (n_xlogx - sum_xlogx) * inv_n * inv_log_c;
+  return p > 0.0 ? p : 0.0;
+}
+
 // Impurity straight from C class counts (for callers that hold the counts).
 RIPU_HOST_DEVICE inline double impurity_from_counts(const int32_t* counts, int32_t C, int64_t N, double inv_log_c) {
   double s = 0.0;
