@@ -22,6 +22,7 @@ reads them in place or copies as it needs.
 from __future__ import annotations
 
 import importlib
+import sys
 from types import ModuleType
 
 import torch
@@ -42,17 +43,14 @@ _AUTO = {
 }
 
 
-_LOADED: dict[str, tuple[ModuleType | None, str | None]] = {}
-
-
 def _load(name: str) -> tuple[ModuleType | None, str | None]:
-    # Cached: after the first (eager) call the lookup is a dict read, which torch.compile traces without a break.
-    if name not in _LOADED:
-        try:
-            _LOADED[name] = importlib.import_module(_MODULES[name]), None
-        except ImportError as exc:  # the backend's dependency (extension, triton) is missing
-            _LOADED[name] = None, f"it could not be imported ({exc})"
-    return _LOADED[name]
+    module = sys.modules.get(_MODULES[name])  # already imported: no importlib call, so torch.compile traces it
+    if module is not None:
+        return module, None
+    try:
+        return importlib.import_module(_MODULES[name]), None
+    except ImportError as exc:  # the backend's dependency (extension, triton) is missing
+        return None, f"it could not be imported ({exc})"
 
 
 def unavailable_reason(name: str, device: torch.device) -> str | None:
