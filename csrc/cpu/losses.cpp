@@ -220,7 +220,7 @@ struct RowBand {
 
 std::vector<RowBand> row_bands(int64_t B, int64_t H) {
   std::vector<RowBand> out;
-  const int64_t per = std::max<int64_t>(1, std::min<int64_t>(H, (4 * num_threads() + B - 1) / std::max<int64_t>(B, 1)));
+  const int64_t per = std::max<int64_t>(1, std::min<int64_t>(H, (8 * num_threads() + B - 1) / std::max<int64_t>(B, 1)));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < per; ++t) {
       const int64_t i0 = H * t / per, i1 = H * (t + 1) / per;
@@ -293,7 +293,7 @@ T nl_forward(const S* logits, const Dims4& d, T threshold) {
 #pragma omp parallel reduction(+ : total, count)
   {
     std::vector<T> buf(static_cast<size_t>(C * W)), m(W), s(W);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 8)
     for (int64_t r = 0; r < rows; ++r) {
       load_row<S, T>(logits, src, r / d.H, r % d.H, buf.data());
       softmax_row<T>(buf.data(), C, W, m.data(), s.data());
@@ -318,7 +318,7 @@ void nl_backward(T grad, const S* logits, const Dims4& d, T threshold, T* dx, co
 #pragma omp parallel reduction(+ : count)
   {
     std::vector<T> buf(static_cast<size_t>(C * W)), m(W), s(W);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 8)
     for (int64_t r = 0; r < rows; ++r) {
       load_row<S, T>(logits, src, r / d.H, r % d.H, buf.data());
       softmax_row<T>(buf.data(), C, W, m.data(), s.data());
@@ -329,7 +329,7 @@ void nl_backward(T grad, const S* logits, const Dims4& d, T threshold, T* dx, co
 #pragma omp parallel
   {
     std::vector<T> buf(static_cast<size_t>(C * W)), m(W), s(W), dot(W);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 8)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t b = r / d.H, i = r % d.H;
       load_row<S, T>(logits, src, b, i, buf.data());

@@ -115,7 +115,7 @@ void entropy_pass(const S* x, const RowSource<T>& src, T* entropy, T* label) {
 #pragma omp parallel
   {
     RowScratch<T> sc(direct ? 0 : C, W2);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 8)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t b = r / src.H2, i = r % src.H2;
       T* lab = label ? label + r * W2 : nullptr;
@@ -139,7 +139,7 @@ std::vector<Band> make_bands(int64_t B, int64_t H) {
   std::vector<Band> bands;
   if (B == 0 || H == 0) return bands;
   const int64_t threads = num_threads();
-  int64_t per_image = (2 * threads + B - 1) / B;
+  int64_t per_image = (8 * threads + B - 1) / B;
   per_image = std::max<int64_t>(1, std::min<int64_t>(per_image, H));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < per_image; ++t) {
@@ -379,7 +379,7 @@ void scores(const S* logits, const Dims4& d, const Resize& rs, int64_t k, bool p
 
   // pass 4: score map holds P; impurity map holds U (region) or labels (pixel); uncertainty map holds e.
   const int64_t total = B * HW;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 65536)
   for (int64_t p = 0; p < total; ++p) {
     const T P = score[p];
     if (pixel_mode) {
