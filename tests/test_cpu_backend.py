@@ -1,7 +1,7 @@
 """The compiled CPU backend (``backend="cpu"``, ``torch.ops.ripu.*``) against the reference.
 
 Complements the per-op parity tests with the cases the C++ kernels branch on: every dtype x layout x window size,
-fused resizing up and down, the column-histogram path (2k+1 > C) and the per-label path, selection over several
+fused resizing up and down, the column-histogram and the per-label impurity paths, selection over several
 candidate chunks, losses with every kind/neighbourhood/label dtype, gradcheck through the registered ops, and the
 extension's own argument checks.
 """
@@ -57,8 +57,9 @@ def test_scores_fused_resize(op, name, size, align_corners, dtype, gen):
 
 @pytest.mark.parametrize("op", SCORE_OPS)
 @pytest.mark.parametrize("shape,k", [
-    ((1, 3, 37, 41), 1), ((1, 3, 37, 41), 12),   # label path / column histograms (2k+1 > C)
-    ((1, 25, 9, 30), 3), ((1, 25, 9, 30), 13),   # many classes on both paths
+    ((1, 3, 37, 41), 1), ((1, 3, 37, 41), 12),   # column histograms (4 (2k+1) > C)
+    ((1, 25, 9, 30), 2), ((1, 19, 20, 23), 1),   # per-label window updates (4 (2k+1) <= C)
+    ((1, 19, 20, 23), 0), ((1, 25, 9, 30), 13),
     ((2, 1, 6, 7), 2),                           # one class
     ((1, 2, 1, 1), 3), ((1, 3, 1, 23), 2), ((1, 3, 19, 1), 4),  # degenerate maps
     ((1, 4, 6, 9), 1000),                        # a window larger than the image

@@ -141,7 +141,9 @@ void test_scores() {
         check_scores_case<double>(1, 3, 7, 13, k, pixel_mode, cl, k == 1);
       }
   check_scores_case<float>(1, 1, 5, 6, 1, false, false, false);   // one class: impurity 0, entropy 0
-  check_scores_case<double>(1, 25, 6, 40, 13, false, false, true);  // histogram path (2k+1 > C) with NaN
+  check_scores_case<double>(1, 25, 6, 40, 13, false, false, true);  // histogram path with NaN
+  check_scores_case<float>(2, 25, 8, 21, 2, false, true, false);    // per-label path (4 (2k+1) <= C)
+  check_scores_case<double>(1, 21, 8, 21, 1, true, false, true);    // per-label path with NaN
   check_scores_case<double>(1, 2, 1, 17, 3, true, true, false);     // a single row
 }
 
