@@ -32,7 +32,7 @@ BACKENDS = ("reference", "cpu", "cuda", "triton")
 _MODULES = {
     "reference": "ripu_kernels.reference._impl",
     "cpu": "ripu_kernels._backend_cpp",
-    "cuda": "ripu_kernels._backend_cpp",
+    "cuda": "ripu_kernels._backend_cuda",
     "triton": "ripu_kernels.triton",
 }
 
