@@ -130,6 +130,81 @@ def test_selection_model_matches_reference_with_thresholds(mask_radius, n, quant
     assert_same_selection(_model_select(score, nt.tolist(), n, 1, mask_radius, active), expected)
 
 
+# ------------------------------------------------------- model of the GPU window statistics (runs everywhere)
+def _model_window_stats(e, label, C, k, pixel_mode, tile_w, seg_l, band):
+    """Step-by-step model of scores.cu window_kernel: tiles with a k-column halo, column state slid down the rows of a
+    band, running sums along segments of seg_l columns, impurity from n log n sums."""
+    bsz, h, w = e.shape
+    inv_log_c = 1.0 / np.log(C) if C > 1 else 0.0
+    score, impurity, unc = (np.full((bsz, h, w), np.nan) for _ in range(3))
+    extra = 1 if pixel_mode else 2
+    for b in range(bsz):
+        for i0 in range(0, h, band):
+            for j0 in range(0, w, tile_w):
+                i1, j1 = min(i0 + band, h), min(j0 + tile_w, w)
+                c_lo, c_hi = max(j0 - k, 0), min(j1 + k, w)
+                wt = c_hi - c_lo
+                colcnt, colnan, colsum = np.zeros((C, wt), np.int64), np.zeros(wt, np.int64), np.zeros(wt)
+                for i in range(i0, i1):
+                    rows = range(max(i - k, 0), min(i + k, h - 1) + 1) if i == i0 else range(i + k, min(i + k, h - 1) + 1)
+                    for x in range(wt):
+                        col = c_lo + x
+                        for r, sign in [(r, 1) for r in rows] + ([(i - k - 1, -1)] if i != i0 and i - k - 1 >= 0 else []):
+                            colcnt[label[b, r, col], x] += sign
+                            if np.isnan(e[b, r, col]):
+                                colnan[x] += sign
+                            elif not pixel_mode:
+                                colsum[x] += sign * e[b, r, col]
+                    hcnt, hnan, hsum = np.zeros((C, tile_w), np.int64), np.zeros(tile_w, np.int64), np.zeros(tile_w)
+                    for cls in range(C + extra):
+                        src, dst = ((colcnt[cls], hcnt[cls]) if cls < C else (colnan, hnan) if cls == C
+                                    else (colsum, hsum))
+                        for seg in range(tile_w // seg_l):
+                            jb = j0 + seg * seg_l
+                            je = min(jb + seg_l, j1)
+                            if jb >= je:
+                                continue
+                            lo, hi = max(jb - k, 0), min(jb + k + 1, w)
+                            acc = src[lo - c_lo:hi - c_lo].sum()
+                            dst[jb - j0] = acc
+                            for j in range(jb + 1, je):
+                                if j + k < w:
+                                    acc += src[j + k - c_lo]
+                                if j - k - 1 >= 0:
+                                    acc -= src[j - k - 1 - c_lo]
+                                dst[j - j0] = acc
+                    for j in range(j0, j1):
+                        t = j - j0
+                        n = (min(i + k + 1, h) - max(i - k, 0)) * (min(j + k + 1, w) - max(j - k, 0))
+                        if hnan[t] > 0:
+                            if pixel_mode:
+                                unc[b, i, j] = e[b, i, j]
+                            continue
+                        s = sum(float(c) * np.log(c) for c in hcnt[:, t] if c)
+                        p = max((n * np.log(n) - s) / n * inv_log_c, 0.0)
+                        impurity[b, i, j] = p
+                        unc[b, i, j] = e[b, i, j] if pixel_mode else hsum[t] / n
+                        score[b, i, j] = p * unc[b, i, j]
+    return score, impurity, unc
+
+
+@pytest.mark.parametrize("op", ["region_scores", "pixel_scores"])
+@pytest.mark.parametrize("k,tile_w,seg_l,band", [(0, 8, 4, 3), (1, 8, 4, 5), (2, 16, 4, 4), (6, 8, 2, 7),
+                                                  (30, 8, 4, 5)])
+def test_window_model_matches_reference(op, k, tile_w, seg_l, band):
+    """Small tiles, segments and bands so that every halo, band start and segment edge is crossed."""
+    from ripu_kernels.reference import _impl
+
+    g = torch.Generator().manual_seed(k)
+    x = with_nonfinite(random_logits((2, 4, 13, 27), torch.float64, g))
+    e = _impl._entropy(x).numpy()
+    label = x.argmax(dim=1).numpy()
+    got = _model_window_stats(e, label, 4, k, op == "pixel_scores", tile_w, seg_l, band)
+    ref = getattr(_impl, op)(x, k, None, True)
+    for name, a, r in zip(("score", "impurity", "uncertainty"), got, ref):
+        assert_close_verbose(torch.from_numpy(a), r, name=f"model {op}.{name}", **tol(torch.float64))
+
+
 # ----------------------------------------------------------------------------------------------- GPU tests
 def _cuda(x):
     return x.to("cuda") if x is not None else None
