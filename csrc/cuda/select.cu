@@ -85,16 +85,23 @@ __global__ void __launch_bounds__(kHistThreads)
   for (int x = threadIdx.x; x < kBins; x += blockDim.x) sh[x] = 0;
   __syncthreads();
   const T* s_img = score + b * HW;
-  for (int64_t f = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; f < HW;
-       f += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const T s = s_img[f];
-    if (!available(s, active_in, b * HW + f)) continue;
-    const uint32_t t = top32(desc_key(s));
-    if (Level == 1) {
-      atomicAdd(&sh[t >> 20], 1u);
-    } else if ((t >> 20) == t1) {
-      atomicAdd(&sh[(t >> 8) & 0xfffu], 1u);
+  const int lane = threadIdx.x & 31;
+  // Scores crowd into few bins (a handful of exponents): lanes with the same bin add once (warp aggregation), so
+  // shared-memory atomics do not serialise 32-fold. The loop bound is uniform across the warp for __match_any_sync.
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t base = blockIdx.x * static_cast<int64_t>(blockDim.x); base < HW; base += stride) {
+    const int64_t f = base + threadIdx.x;
+    int bin = -1;
+    if (f < HW) {
+      const T s = s_img[f];
+      if (available(s, active_in, b * HW + f)) {
+        const uint32_t t = top32(desc_key(s));
+        if (Level == 1) bin = static_cast<int>(t >> 20);
+        else if ((t >> 20) == t1) bin = static_cast<int>((t >> 8) & 0xfffu);
+      }
     }
+    const unsigned peers = __match_any_sync(0xffffffffu, bin);
+    if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(&sh[bin], static_cast<uint32_t>(__popc(peers)));
   }
   __syncthreads();
   uint32_t* g = hist + b * kBins;
