@@ -42,11 +42,17 @@ _AUTO = {
 }
 
 
+_LOADED: dict[str, tuple[ModuleType | None, str | None]] = {}
+
+
 def _load(name: str) -> tuple[ModuleType | None, str | None]:
-    try:
-        return importlib.import_module(_MODULES[name]), None
-    except ImportError as exc:  # the backend's dependency (extension, triton) is missing
-        return None, f"it could not be imported ({exc})"
+    # Cached: after the first (eager) call the lookup is a dict read, which torch.compile traces without a break.
+    if name not in _LOADED:
+        try:
+            _LOADED[name] = importlib.import_module(_MODULES[name]), None
+        except ImportError as exc:  # the backend's dependency (extension, triton) is missing
+            _LOADED[name] = None, f"it could not be imported ({exc})"
+    return _LOADED[name]
 
 
 def unavailable_reason(name: str, device: torch.device) -> str | None:

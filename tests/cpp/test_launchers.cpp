@@ -230,6 +230,31 @@ void test_select() {
       }
     }
   }
+  // large maps: the sampled-threshold head, and a head that runs out (large suppression windows)
+  for (int rep = 0; rep < 4; ++rep) {
+    const int64_t H = 200 + rep * 17, W = 260, HW = H * W;
+    std::vector<float> s(HW);
+    std::uniform_int_distribution<int> level(0, 50);
+    for (int64_t i = 0; i < H; ++i)
+      for (int64_t j = 0; j < W; ++j)  // smooth with ties: high scores cluster
+        s[i * W + j] = static_cast<float>(std::round(100.0 - std::abs(i - 90.0) * 0.7 - std::abs(j - 130.0) * 0.4) +
+                                          (level(gen) == 0 ? 0.5 : 0.0));
+    s[5] = NAN;
+    const int64_t n = rep < 2 ? 25 : 60, r = 1, m = rep % 2 == 0 ? 2 : 30;
+    std::vector<int64_t> centers(n * 2), counts(1);
+    std::vector<char> act_c(HW), sel_c(HW);
+    bool* act = reinterpret_cast<bool*>(act_c.data());
+    bool* sel = reinterpret_cast<bool*>(sel_c.data());
+    cpu::select_regions<float>(s.data(), 1, H, W, &n, n, r, m, nullptr, centers.data(), counts.data(), act, sel);
+    std::vector<char> a(HW, 0), se(HW, 0);
+    std::vector<int64_t> c;
+    const int64_t got = naive_select(s, H, W, n, r, m, a, se, c);
+    CHECK(counts[0] == got);
+    bool same = true;
+    for (int64_t q = 0; q < 2 * got; ++q) same = same && centers[q] == c[q];
+    for (int64_t p = 0; p < HW; ++p) same = same && act[p] == static_cast<bool>(a[p]) && sel[p] == static_cast<bool>(se[p]);
+    CHECK(same);
+  }
   // more picks than available pixels: early stop
   std::vector<double> s(4 * 4, 1.0);
   const int64_t n = 100;
