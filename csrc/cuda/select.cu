@@ -371,19 +371,23 @@ cudaError_t select_regions(const T* score, int64_t B, int64_t H, int64_t W, cons
   thrust::counting_iterator<int32_t> first(0);
   size_t sel_bytes = 0, sort_bytes = 0;
   RIPU_TRY(cub::DeviceSelect::If(nullptr, sel_bytes, first, cand, nsel, total, pred, stream));
-  RIPU_TRY(cub::DeviceSegmentedRadixSort::SortPairs(nullptr, sort_bytes, keys, keys_sorted, cand, cand_sorted,
-                                                    static_cast<int>(total), static_cast<int>(B), offsets,
-                                                    offsets + 1, 0, static_cast<int>(sizeof(Key) * 8), stream));
+  // DoubleBuffer form: the sort ping-pongs between our two buffers instead of allocating two more of `total`.
+  cub::DoubleBuffer<Key> dkeys(keys, keys_sorted);
+  cub::DoubleBuffer<int32_t> dvals(cand, cand_sorted);
+  RIPU_TRY(cub::DeviceSegmentedRadixSort::SortPairs(nullptr, sort_bytes, dkeys, dvals, static_cast<int>(total),
+                                                    static_cast<int>(B), offsets, offsets + 1, 0,
+                                                    static_cast<int>(sizeof(Key) * 8), stream));
   void* tmp = ws.get(sel_bytes > sort_bytes ? sel_bytes : sort_bytes);
   RIPU_TRY(cub::DeviceSelect::If(tmp, sel_bytes, first, cand, nsel, total, pred, stream));
   keys_kernel<T><<<grid_for(total, 256, 4096), 256, 0, stream>>>(score, offsets, B, HW, keys, cand);
   RIPU_TRY(cudaGetLastError());
-  RIPU_TRY(cub::DeviceSegmentedRadixSort::SortPairs(tmp, sort_bytes, keys, keys_sorted, cand, cand_sorted,
-                                                    static_cast<int>(total), static_cast<int>(B), offsets,
-                                                    offsets + 1, 0, static_cast<int>(sizeof(Key) * 8), stream));
+  RIPU_TRY(cub::DeviceSegmentedRadixSort::SortPairs(tmp, sort_bytes, dkeys, dvals, static_cast<int>(total),
+                                                    static_cast<int>(B), offsets, offsets + 1, 0,
+                                                    static_cast<int>(sizeof(Key) * 8), stream));
 
-  // 3. suppression scan, one block per image
-  scan_kernel<<<static_cast<unsigned>(B), kScanThreads, 0, stream>>>(cand_sorted, offsets, n, n_max, H, W, radius,
+  // 3. suppression scan, one block per image (the sorted indices are in whichever buffer the sort ended on; the
+  // selector is set on the host by the sort's dispatch)
+  scan_kernel<<<static_cast<unsigned>(B), kScanThreads, 0, stream>>>(dvals.Current(), offsets, n, n_max, H, W, radius,
                                                                        mask_radius, active_out, selected, centers,
                                                                        counts);
   return cudaGetLastError();
