@@ -288,9 +288,10 @@ class Ledger:
             if (mine["height"], mine["width"]) != (entry["height"], entry["width"]):
                 raise AcquisitionError(f"ledger: image {image_id!r} has two different sizes")
             for rk_, rec in entry["rounds"].items():
-                if rk_ in mine["rounds"] and mine["rounds"][rk_] != rec:
+                old = mine["rounds"].get(rk_)
+                if old is not None and any(old.get(f) != rec.get(f) for f in ("pixels", "regions", "budget")):
                     raise AcquisitionError(f"ledger: image {image_id!r} round {rk_} differs between ledgers")
-                mine["rounds"][rk_] = dict(rec)
+                mine["rounds"][rk_] = {**(old or {}), **rec}  # extra keys (``labelled`` of imports) are kept
         return self
 
 

@@ -101,7 +101,11 @@ class _Cursor:
 
     def next(self) -> list[int]:
         if self.perm is None or self.pos >= self.n // self.batch:
-            # a DataLoader(shuffle=True, generator=g) draws its base seed, then the sampler's permutation
+            # the draws of a DataLoader(shuffle=True, generator=g): RandomSampler draws a second (unused)
+            # permutation when its first is exhausted; a new epoch's iterator draws its base seed, then
+            # the sampler's permutation
+            if self.perm is not None:
+                torch.randperm(self.n, generator=self.gen)
             torch.empty((), dtype=torch.int64).random_(generator=self.gen)
             self.perm, self.pos = torch.randperm(self.n, generator=self.gen).tolist(), 0
         out = self.perm[self.pos * self.batch:(self.pos + 1) * self.batch]
