@@ -26,7 +26,8 @@ test: setup
 	$(MAKE) test-py
 
 test-py: setup
-	$(PY) -m pytest -q -n 2 tests
+	# Two pytest workers on two cores: one intra-op thread each, or OpenMP spin-waits oversubscribe the machine.
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 tests
 
 test-cpp: setup
 	@if [ -f CMakeLists.txt ] && [ -d tests/cpp ]; then \

@@ -22,6 +22,7 @@ reads them in place or copies as it needs.
 from __future__ import annotations
 
 import importlib
+import sys
 from types import ModuleType
 
 import torch
@@ -43,6 +44,9 @@ _AUTO = {
 
 
 def _load(name: str) -> tuple[ModuleType | None, str | None]:
+    module = sys.modules.get(_MODULES[name])  # already imported: no importlib call, so torch.compile traces it
+    if module is not None:
+        return module, None
     try:
         return importlib.import_module(_MODULES[name]), None
     except ImportError as exc:  # the backend's dependency (extension, triton) is missing

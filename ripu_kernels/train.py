@@ -262,6 +262,13 @@ class Trainer:
         tgt_batches = ResumableBatches(self.target, cfg.data.batch_size, cfg.seed + 2, nw, r_, w_)
         gen = torch.Generator().manual_seed(cfg.seed + 3)
         metrics: dict = {"rounds": []}
+        from ._dispatch import resolve
+
+        backend = resolve("region_scores", "auto", self.device)
+        log.info("run in %s: %d source / %d target train / %d target val images; fused ops backend %r; "
+                 "%d threads", self.out, len(self.source), len(self.target), len(self.val), backend,
+                 torch.get_num_threads())
+        metrics["ops_backend"] = backend
         started = time.time()
         running: dict[str, float] = {}
         start = 0

@@ -164,3 +164,44 @@ def test_train_on_fake_gtav_and_cityscapes_trees(tmp_path):
     assert all(rec["regions"] == 1 and rec["budget"] == 1 for e in ledger["images"].values()
                for rec in e["rounds"].values())
     assert (out / "state" / "labels" / "aachen" / "aachen_000000_000019.png").is_file()
+
+
+def test_training_goes_through_the_public_fused_ops(tmp_path, monkeypatch):
+    """LCR, NL and the acquisition (scores with size=label size, then select_regions) use ripu_kernels.ops."""
+    from ripu_kernels import ops
+    from ripu_kernels.config import load_config
+    from ripu_kernels.train import Trainer
+
+    calls = {"lcr": 0, "nl": 0, "scores": [], "select": 0}
+    real = {name: getattr(ops, name) for name in ("local_consistency_loss", "negative_learning_loss",
+                                                   "region_scores", "select_regions")}
+
+    def lcr(*a, **k):
+        calls["lcr"] += 1
+        return real["local_consistency_loss"](*a, **k)
+
+    def nl(*a, **k):
+        calls["nl"] += 1
+        return real["negative_learning_loss"](*a, **k)
+
+    def scores(logits, *a, **k):
+        calls["scores"].append((tuple(logits.shape[-2:]), k.get("size"), k.get("k")))
+        return real["region_scores"](logits, *a, **k)
+
+    def select(*a, **k):
+        calls["select"] += 1
+        assert k["radius"] == 1 and k["mask_radius"] == 2 and k["active"] is not None
+        return real["select_regions"](*a, **k)
+
+    monkeypatch.setattr(ops, "local_consistency_loss", lcr)
+    monkeypatch.setattr(ops, "negative_learning_loss", nl)
+    monkeypatch.setattr(ops, "region_scores", scores)
+    monkeypatch.setattr(ops, "select_regions", select)
+    cfg = load_config("demo", [f"out_dir={tmp_path}", *TINY, "train.iters=4", "active.rounds_at=[1, 3]",
+                               "model.output_stride=8"])
+    Trainer(cfg, progress=False).run()
+    assert calls["lcr"] == 4          # every iteration, on the source batch
+    assert calls["nl"] == 3           # target terms only from the first round in the demo config
+    assert calls["select"] == 4       # 6 target images in batches of 4, two rounds
+    # logits at 1/8 of 24x48 are scored at the label resolution through the fused resize
+    assert all(shape == (3, 6) and size == (24, 48) and k == 1 for shape, size, k in calls["scores"])

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import IGNORE_INDEX, SegmentationDataset
+from .base import SegmentationDataset
 
 CLASS_NAMES = ("road", "sidewalk", "building", "vegetation", "sky", "pole", "car", "person")
 ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, POLE, CAR, PERSON = range(8)

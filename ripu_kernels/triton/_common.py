@@ -1,0 +1,51 @@
+"""Helpers shared by the Triton kernel modules (imports triton)."""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+from torch._subclasses.fake_tensor import is_fake
+from torch._subclasses.functional_tensor import FunctionalTensor
+from torch.library import wrap_triton
+
+# Read once: Triton itself decides at import time whether @triton.jit builds interpreted functions.
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; float16/bfloat16/float32 are read and computed in float32 (SPEC, Numerics)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def next_pow2(n: int) -> int:
+    return triton.next_power_of_2(max(int(n), 1))
+
+
+def tile_shape(c_pad: int, budget: int) -> tuple[int, int]:
+    """(BLOCK_P, num_warps) of a [BLOCK_P, C_PAD] per-pixel tile of about ``budget`` elements.
+
+    Budgets are chosen so that no kernel spills registers on sm_90 (checked with ptxas: 2048 elements for the
+    one-pixel-at-a-time kernels, 1024 for the LCR kernels that hold a neighbourhood).
+    """
+    block_p = max(1, min(512, budget // c_pad))
+    return block_p, (8 if block_p * c_pad >= 1024 else 4)
+
+
+def launch(kernel, grid, *args, **meta) -> None:
+    """``wrap_triton(kernel)[grid](*args, **meta)``, so that ``torch.compile`` traces into the kernel.
+
+    Under the interpreter a kernel cannot run on fake tensors (they have no data), and ``wrap_triton``
+    hands back the plain interpreted function; then the launch is skipped: a ``triton_op`` body is also its
+    own fake implementation, and for that only the shapes of the outputs it allocates matter.
+    """
+    if INTERPRET:
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        if any(isinstance(a, FunctionalTensor) for a in tensors):
+            raise RuntimeError(
+                f"ripu_triton: {getattr(kernel, '__name__', 'kernel')}: torch.compile/AOT tracing of the Triton "
+                "ops needs CUDA tensors; under TRITON_INTERPRET=1 they run eagerly only"
+            )
+        if any(is_fake(a) for a in tensors):
+            return
+    wrap_triton(kernel)[grid](*args, **meta)

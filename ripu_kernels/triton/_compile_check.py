@@ -1,0 +1,136 @@
+"""Compile every Triton kernel of the backend for an NVIDIA target, on a machine without a GPU.
+
+    python -m ripu_kernels.triton._compile_check [--arch 90] [--allow-spills]
+
+Triton ships ``ptxas``, so the full pipeline (Triton IR -> PTX -> cubin) runs without a device. This catches what
+the interpreter cannot (lowering errors, constexpr/specialisation mistakes) and reports registers and local-memory
+stack per configuration, using the launchers' own tile choices. Exit status 1 on a failure, or on a spill unless
+``--allow-spills``. Must run with ``TRITON_INTERPRET`` unset (under the interpreter there is nothing to compile).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+_TYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64", "int32": "i32",
+          "int64": "i64", "uint8": "u8"}
+
+
+def _configs():
+    """(kernel, {arg: type string | ("const", value) | constexpr value}, num_warps) for representative launches."""
+    from . import _losses as L
+    from . import _scores as S
+    from ._common import next_pow2, tile_shape
+
+    ptr = lambda t: "*" + _TYPES[t]  # noqa: E731
+    one = ("const", 1)  # Triton specialises integer arguments equal to 1 (e.g. the unit stride)
+    out = []
+    for c in (19, 1, 150):
+        c_pad = next_pow2(c)
+        block_p, nw = tile_shape(c_pad, 2048)
+        for xt in ("float32", "float16", "bfloat16", "float64"):
+            f64 = xt == "float64"
+            ct = "float64" if f64 else "float32"
+            for resize, align in ((False, True), (True, True), (True, False)):
+                if c != 19 and (xt != "float32" or not resize):
+                    continue
+                out.append((S._pixel_kernel, dict(
+                    x_ptr=ptr(xt), e_ptr=ptr(ct), y_ptr=ptr("int32"), C=one if c == 1 else "i32", H_in="i32",
+                    W_in="i32", H="i32", W="i32", s_b="i64", s_c=one if c == 1 else "i32", s_h="i32", s_w=one,
+                    RESIZE=resize, ALIGN=align, WRITE_LABEL=True, IS_F64=f64, BLOCK_P=block_p, C_PAD=c_pad), nw))
+    for c, k, f64 in ((19, 1, False), (19, 32, False), (19, 2, True), (16, 8, False), (1, 1, False)):
+        hw, _, c_pad, nw = S._window_tiles(c, k, 2048)
+        ct = "float64" if f64 else "float32"
+        for region in (True, False):
+            out.append((S._window_kernel, dict(
+                y_ptr=ptr("int32"), e_ptr=ptr(ct), score_ptr=ptr(ct), imp_ptr=ptr(ct), unc_ptr=ptr(ct),
+                C=one if c == 1 else "i32", H="i32", W="i32", k=one if k == 1 else "i32", TW="i32", TH="i32",
+                REGION=region, IS_F64=f64, HW=hw, C_PAD=c_pad), nw))
+    for xt in ("float32", "float16", "float64"):
+        f64 = xt == "float64"
+        ct = "float64" if f64 else "float32"
+        strides = dict(s_b="i32", s_c="i32", s_h="i32", s_w=one)
+        block_p, nw = tile_shape(32, 2048)
+        out.append((L._nl_fwd_kernel, dict(x_ptr=ptr(xt), thr_ptr=ptr(ct), psum_ptr=ptr("float64"),
+                                           pcnt_ptr=ptr("int64"), C="i32", H="i32", W="i32", **strides,
+                                           IS_F64=f64, BLOCK_P=block_p, C_PAD=32), nw))
+        out.append((L._nl_bwd_kernel, dict(x_ptr=ptr(xt), thr_ptr=ptr(ct), scale_ptr=ptr(ct), dx_ptr=ptr(xt),
+                                           C="i32", H="i32", W="i32", **strides, d_b="i32", d_c="i32",
+                                           d_h="i32", d_w=one, IS_F64=f64, BLOCK_P=block_p, C_PAD=32), nw))
+        out.append((L._softmax_kernel, dict(x_ptr=ptr(xt), p_ptr=ptr(ct), C="i32", H="i32", W="i32", **strides,
+                                            IS_F64=f64, BLOCK_P=block_p, C_PAD=32), nw))
+        block_p, nw = tile_shape(32, L._LCR_BUDGET)
+        lab = dict(l_b="i32", l_h="i32", l_w=one, ignore="i32")
+        for kl in (False, True):
+            for n8 in (False, True):
+                out.append((L._lcr_fwd_kernel, dict(p_ptr=ptr(ct), lab_ptr=ptr("int64"), psum_ptr=ptr("float64"),
+                                                    pcnt_ptr=ptr("int64"), C="i32", H="i32", W="i32", **lab,
+                                                    KL=kl, NEIGH8=n8, BLOCK_P=block_p, C_PAD=32), nw))
+                out.append((L._lcr_grad_kernel, dict(p_ptr=ptr(ct), lab_ptr=ptr("uint8"), scale_ptr=ptr(ct),
+                                                     gp_ptr=ptr(ct), gm_ptr=ptr(ct), C="i32", H="i32", W="i32",
+                                                     **lab, KL=kl, NEIGH8=n8, BLOCK_P=block_p, C_PAD=32), nw))
+        for n8 in (False, True):
+            out.append((L._lcr_dx_kernel, dict(p_ptr=ptr(ct), gp_ptr=ptr(ct), gm_ptr=ptr(ct), dx_ptr=ptr(xt),
+                                               C="i32", H="i32", W="i32", d_b="i32", d_c=one, d_h="i32",
+                                               d_w="i32", NEIGH8=n8, BLOCK_P=block_p, C_PAD=32), nw))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", type=int, default=90, help="SM version to compile for (default 90, H100)")
+    ap.add_argument("--allow-spills", action="store_true", help="do not fail on local-memory use")
+    args = ap.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        print("ripu_kernels.triton._compile_check: unset TRITON_INTERPRET (the interpreter compiles nothing)")
+        return 2
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    target = GPUTarget("cuda", args.arch, 32)
+    failures = 0
+    for fn, spec, num_warps in _configs():
+        sig, consts = {}, {}
+        for name in fn.arg_names:
+            v = spec[name]
+            if isinstance(v, tuple):
+                sig[name], consts[name] = "constexpr", v[1]
+            elif isinstance(v, str):
+                sig[name] = v
+            else:
+                sig[name], consts[name] = "constexpr", v
+        label = f"{fn.__name__} {consts} num_warps={num_warps}"
+        try:
+            kernel = triton.compile(ASTSource(fn, sig, consts), target=target, options={"num_warps": num_warps})
+        except Exception as exc:  # report every failing configuration, not only the first
+            failures += 1
+            print(f"FAIL {label}: {exc!r}"[:2000])
+            continue
+        usage = "?"
+        if os.path.exists(cuobjdump):
+            with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+                f.write(kernel.asm["cubin"])
+            try:
+                dump = subprocess.run([cuobjdump, "--dump-resource-usage", f.name], capture_output=True,
+                                      text=True).stdout
+            finally:
+                os.unlink(f.name)
+            m = re.search(r"REG:(\d+) STACK:(\d+)", dump)
+            if m:
+                usage = m.group(0)
+                if int(m.group(2)) > 0 and not args.allow_spills:
+                    failures += 1
+                    usage += "  <- spills"
+        print(f"ok   {label} {usage}")
+    print(f"{failures} failure(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
