@@ -277,7 +277,7 @@ def _clear_previous_demo(out: Path) -> None:
     """Remove the outputs of an earlier demo in ``out`` (only files the demo writes) so it can run again."""
     import shutil
 
-    if not (out / "metrics.json").exists() and not (out / "state" / "ledger.json").exists():
+    if not any((out / p).exists() for p in ("metrics.json", "state/ledger.json", "checkpoints/resume.pth")):
         return
     for name in ("state", "checkpoints"):
         if (out / name).is_dir():

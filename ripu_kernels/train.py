@@ -121,10 +121,12 @@ class Trainer:
         self.store = MaskStore(self.state_dir)
         self.budget = budget_from_config(cfg) if cfg.active.mode != "none" else None
         self.ledger_path = self.state_dir / "ledger.json"
-        if not resume and (self.ledger_path.exists() or (self.out / "metrics.json").exists()):
+        used = [self.ledger_path, self.out / "metrics.json", self.out / "checkpoints" / "resume.pth",
+                self.state_dir / "ledgers"]
+        if not resume and any(p.exists() for p in used):
             from .config import ConfigError
 
-            raise ConfigError(f"out_dir {str(self.out)!r} already holds a run (state/ledger.json or metrics.json); "
+            raise ConfigError(f"out_dir {str(self.out)!r} already holds a run (a ledger, metrics or a resume checkpoint); "
                               "choose a new out_dir, or continue it with `ripu train --resume DIR`")
         self.ledger = Ledger(cfg.active.mode, cfg.window_k)
         self.iteration = 0
