@@ -137,7 +137,7 @@ def recover_round(state_dir, round_idx: int, store: MaskStore, mode: str, k: int
     rdir = round_dir(state_dir, round_idx)
     done = 0
     for j in sorted(rdir.glob("*.journal.npz")) if rdir.is_dir() else []:
-        ledger_path = rdir / j.name.replace(".journal.npz", ".json")
+        ledger_path = rdir / j.name.replace(".journal.npz", ".partial.json")  # the shard's running ledger
         led = Ledger.load(ledger_path, mode, k)
         done += Journal(j, ledger_path, store, selection_dir).recover(led)
     return done

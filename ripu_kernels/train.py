@@ -252,7 +252,7 @@ class Trainer:
         from tqdm import tqdm
 
         cfg, t = self.cfg, self.cfg.train
-        from .resume import ResumableBatches
+        from .resume import ResumableBatches, crash_hook
 
         self.out.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
@@ -307,8 +307,6 @@ class Trainer:
                 self.iteration += 1
                 self.save_resume(metrics, running, gen, src_batches, tgt_batches)
                 self.iteration -= 1
-            from .resume import crash_hook
-
             crash_hook(self.iteration + 1, "iteration")  # tests: RIPU_CRASH_AT=iteration:N
             bar.update(1)
         bar.close()

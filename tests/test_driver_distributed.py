@@ -59,13 +59,26 @@ def test_shards_are_disjoint_and_cover_every_image():
         shard_indices(["a", "a"], 0, 2)
 
 
-def test_two_gloo_ranks_match_one_process(tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
-    assert main(["train", "--config", "demo", "--no-progress", f"out_dir={one}", *TINY]) == 0
+@pytest.fixture(scope="module")
+def one(tmp_path_factory):
+    out = tmp_path_factory.mktemp("one")
+    assert main(["train", "--config", "demo", "--no-progress", f"out_dir={out}", *TINY]) == 0
+    return out
+
+
+def _torchrun(out, tmp_path, crash_at=None):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "ripu_kernels", "train", "--config", "demo", "--no-progress", f"out_dir={two}", *TINY]
-    proc = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+           "-m", "ripu_kernels", "train", "--config", "demo", "--no-progress", f"out_dir={out}", *TINY]
+    env = _env()
+    if crash_at:
+        env["RIPU_CRASH_AT"] = crash_at
+    return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+def test_two_gloo_ranks_match_one_process(one, tmp_path):
+    two = tmp_path / "two"
+    proc = _torchrun(two, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # the acquisition round: each rank selected its own shard; the merged ledger and masks equal one process
     assert (one / "state" / "ledger.json").read_bytes() == (two / "state" / "ledger.json").read_bytes()
@@ -87,6 +100,21 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     assert m_two["rounds"][0]["labelled_fraction"] == m_one["rounds"][0]["labelled_fraction"] > 0
     assert abs(m_two["miou_before_rounds"] - m_one["miou_before_rounds"]) < 1e-6
     assert not (two / "train.rank1.log").exists() and "[round 0]" in (two / "train.log").read_text()
+
+
+def test_killed_two_rank_round_resumes_on_one_process(one, tmp_path):
+    """Ranks SIGKILLed inside the round: rank 0 after its journal commit, rank 1 between its masks (or
+    earlier, when torchrun takes it down first)."""
+    two = tmp_path / "two"
+    proc = _torchrun(two, tmp_path, crash_at="write:6")
+    assert proc.returncode != 0
+    rdir = two / "state" / "ledgers" / "round_0"
+    assert (rdir / "shard_0_of_2.journal.npz").is_file() and not (two / "state" / "ledger.json").exists()
+    assert main(["train", "--resume", str(two), "--no-progress"]) == 0  # another world size: one process
+    assert (one / "state" / "ledger.json").read_bytes() == (two / "state" / "ledger.json").read_bytes()
+    m1, m2 = _files(one / "state"), _files(two / "state")
+    assert m1.keys() == m2.keys() and all(m1[k] == m2[k] for k in m1)
+    assert not list(two.rglob("*.journal.npz"))
 
 
 @pytest.fixture(scope="module")
