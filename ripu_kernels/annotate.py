@@ -17,7 +17,6 @@ without a label file yet are reported and left for a later import; importing aga
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np

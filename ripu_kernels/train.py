@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import ops
-from .active import Ledger, MaskStore, SimulatedOracle, acquire, budget_from_config, revealed_batch, upsample
+from .active import Ledger, MaskStore, SimulatedOracle, budget_from_config, revealed_batch, upsample
 from .config import Config
 from .data import IGNORE_INDEX, build_datasets, collate
 from .evaluate import evaluate, format_table
@@ -126,8 +126,8 @@ class Trainer:
         if not resume and any(p.exists() for p in used):
             from .config import ConfigError
 
-            raise ConfigError(f"out_dir {str(self.out)!r} already holds a run (a ledger, metrics or a resume checkpoint); "
-                              "choose a new out_dir, or continue it with `ripu train --resume DIR`")
+            raise ConfigError(f"out_dir {str(self.out)!r} already holds a run (a ledger, metrics or a resume "
+                              "checkpoint); choose a new out_dir, or continue it with `ripu train --resume DIR`")
         self.ledger = Ledger(cfg.active.mode, cfg.window_k)
         self.iteration = 0
         self.history: list[dict] = []
@@ -143,14 +143,17 @@ class Trainer:
         return path
 
     # ----------------------------------------------------------------------------------------- resume
-    def save_resume(self, metrics: dict, running: dict, gen, src_batches, tgt_batches) -> None:
-        """The whole state needed to continue at ``self.iteration`` (see :mod:`ripu_kernels.resume`)."""
+    def save_resume(self, metrics: dict, running: dict, gen, src_batches, tgt_batches,
+                    iteration: int | None = None) -> None:
+        """The whole state needed to continue at ``iteration`` (default: the current one; see
+        :mod:`ripu_kernels.resume`)."""
         from .resume import resume_path, rng_state
 
         if not self.dist.is_main:
             return
         atomic_torch_save(resume_path(self.out), {
-            "kind": "ripu-resume", "iteration": self.iteration, "model": self.model.state_dict(),
+            "kind": "ripu-resume", "iteration": self.iteration if iteration is None else iteration,
+            "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "config": self.cfg.to_dict(), "metrics": metrics,
             "running": running, "flip_generator": gen.get_state(), "source_batches": src_batches.state_dict(),
             "target_batches": tgt_batches.state_dict(), "rng": rng_state(), "num_classes": self.num_classes,
@@ -304,9 +307,7 @@ class Trainer:
                 running = {}
             if (self.iteration + 1) % t.checkpoint_every == 0:
                 self.save_checkpoint(f"iter_{self.iteration + 1:06d}.pth")
-                self.iteration += 1
-                self.save_resume(metrics, running, gen, src_batches, tgt_batches)
-                self.iteration -= 1
+                self.save_resume(metrics, running, gen, src_batches, tgt_batches, self.iteration + 1)
             crash_hook(self.iteration + 1, "iteration")  # tests: RIPU_CRASH_AT=iteration:N
             bar.update(1)
         bar.close()
