@@ -133,6 +133,8 @@ def cmd_train(args) -> int:
         cfg_path = Path(args.resume) / "config.json"
         if not cfg_path.is_file():
             raise FileNotFoundError(f"resume: {cfg_path} not found; {args.resume} holds no run")
+        if (Path(args.resume) / "metrics.json").is_file():
+            raise SystemExit(f"ripu train: the run in {args.resume} has finished (metrics.json); nothing to resume")
         cfg = _load_cfg(str(cfg_path), [f"out_dir={args.resume}", *args.overrides])
     elif not args.config:
         raise SystemExit("ripu train: --config is required (or --resume DIR)")

@@ -166,6 +166,32 @@ def test_select_shards_give_the_masks_and_ledger_of_one_run(folder, tmp_path, ca
     assert "shard_3_of_4.json" in capsys.readouterr().err
 
 
+def test_killed_select_reruns_to_the_same_result(folder, tmp_path):
+    single, killed = tmp_path / "single", tmp_path / "killed"
+    assert _select(folder, single, "active.batch_size=2") == 0
+    args = [sys.executable, "-m", "ripu_kernels", "select", "--checkpoint",
+            str(folder / "run" / "checkpoints" / "init.pth"), "--images", str(folder / "imgs"), "--labels",
+            str(folder / "labs"), "--out", str(killed), "--no-progress", "active.batch_size=2"]
+    env = _env()
+    env["RIPU_CRASH_AT"] = "write:4"  # journal, shard ledger, then killed between the masks of the 1st batch
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert list(killed.rglob("*.journal.npz"))
+    assert _select(folder, killed, "active.batch_size=2") == 0  # the same command again
+    assert (single / "ledger.json").read_bytes() == (killed / "ledger.json").read_bytes()
+    a, b = _files(single), _files(killed)
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+
+
+def test_sharded_export_lists_every_image(folder, tmp_path):
+    for shard in range(2):
+        assert _select(folder, tmp_path / "state", "--shard", str(shard), "--num-shards", "2", "--export",
+                       str(tmp_path / "export")) == 0
+    meta = json.loads((tmp_path / "export" / "regions.json").read_text())
+    assert [e["id"] for e in meta["images"]] == ["0", "2", "4", "sub/1", "sub/3"]
+    assert all(e["regions"] for e in meta["images"])
+
+
 def test_select_shard_arguments_are_checked(folder, tmp_path, capsys):
     with pytest.raises(SystemExit, match="--shard must be in"):
         _select(folder, tmp_path / "o", "--shard", "2", "--num-shards", "2")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,7 +89,12 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path, cra
 
 
 def test_resume_refuses_a_changed_config_and_a_missing_run(reference, tmp_path, capsys):
-    assert main(["train", "--resume", str(reference), "train.lr=0.1", "--no-progress"]) == 2
+    with pytest.raises(SystemExit, match="has finished"):
+        main(["train", "--resume", str(reference), "--no-progress"])
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(reference, unfinished)
+    (unfinished / "metrics.json").unlink()
+    assert main(["train", "--resume", str(unfinished), "train.lr=0.1", "--no-progress"]) == 2
     assert "train.lr" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "nothing"), "--no-progress"]) == 2
     assert "holds no run" in capsys.readouterr().err
