@@ -94,9 +94,14 @@ def wrap_ddp(model: torch.nn.Module, env: DistEnv, device) -> torch.nn.Module:
 
 
 def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """Sum of ``t`` (a CPU tensor) over the ranks; NCCL reduces on the rank's GPU."""
     if env.enabled:
-        t = t.clone()
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        if dist.get_backend() == "nccl":
+            out = t.to(torch.device("cuda", torch.cuda.current_device()))
+        else:
+            out = t.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out.cpu()
     return t
 
 
@@ -203,13 +208,20 @@ def distributed_acquire(trainer, round_idx: int, oracle) -> dict:
         recover_round(trainer.state_dir, round_idx, MaskStore(trainer.state_dir), budget.mode, budget.k)
     env.barrier()
     store = MaskStore(trainer.state_dir)
+    error = None
     try:
         stats = acquire_shard(trainer.model, trainer.target, store, budget, round_idx, trainer.iteration,
                               env.rank, env.world_size, oracle=oracle, device=trainer.device,
                               batch_size=cfg.active.batch_size, align_corners=cfg.active.align_corners,
                               progress=trainer.progress and env.is_main)
-    finally:
-        env.barrier()  # a failing rank would otherwise leave the others waiting in a later collective
+    except Exception as exc:  # noqa: BLE001 - re-raised below, after the other ranks learnt of it
+        error = exc
+    # every rank learns whether any rank failed, so none is left waiting in a later collective
+    failed = int(all_reduce_sum(torch.tensor([int(error is not None)]), env).item())
+    if error is not None:
+        raise error
+    if failed:
+        raise AcquisitionError(f"acquisition round {round_idx}: {failed} other rank(s) failed; see their errors")
     if env.is_main:
         merge_round(trainer.state_dir, round_idx, env.world_size, budget.mode, budget.k, required=True)
     env.barrier()
