@@ -90,7 +90,7 @@ def wrap_ddp(model: torch.nn.Module, env: DistEnv, device) -> torch.nn.Module:
 
     device = torch.device(device)
     ids = [device.index] if device.type == "cuda" else None
-    return DDP(model, device_ids=ids, broadcast_buffers=False)
+    return DDP(model, device_ids=ids)  # buffers (trainable BN statistics) follow rank 0
 
 
 def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
