@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(255 = selected this round), OUT/active/<id>.png (suppression, kept across "
                                    "rounds), OUT/ledger.json and, with --labels, OUT/labels/<id>.png (revealed "
                                    "ground truth, 255 elsewhere). Run it again with --round N+1 on the same OUT "
-                                   "for the next round.")
+                                   "for the next round. Shard ledgers go to OUT/ledgers/round_R/ and are merged into "
+                                   "OUT/ledger.json; every batch is journalled, so a killed run is simply rerun.")
     s.add_argument("--checkpoint", required=True, help="checkpoint written by `ripu train` (its config is used)")
     s.add_argument("--images", required=True, help="folder of .png/.jpg images (searched recursively)")
     s.add_argument("--out", required=True, help="state folder (masks, ledger)")
