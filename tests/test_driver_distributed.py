@@ -66,10 +66,10 @@ def one(tmp_path_factory):
     return out
 
 
-def _torchrun(out, tmp_path, crash_at=None):
+def _torchrun(out, tmp_path, crash_at=None, resume=False):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "ripu_kernels", "train", "--config", "demo", "--no-progress", f"out_dir={out}", *TINY]
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "ripu_kernels", "train",
+           "--no-progress", *(["--resume", str(out)] if resume else ["--config", "demo", f"out_dir={out}", *TINY])]
     env = _env()
     if crash_at:
         env["RIPU_CRASH_AT"] = crash_at
@@ -104,15 +104,20 @@ def test_two_gloo_ranks_match_one_process(one, tmp_path):
     assert not (two / "train.rank1.log").exists() and "[round 0]" in (two / "train.log").read_text()
 
 
-def test_killed_two_rank_round_resumes_on_one_process(one, tmp_path):
+@pytest.mark.parametrize("resume_ranks", [1, 2])
+def test_killed_two_rank_round_resumes(one, tmp_path, resume_ranks):
     """Ranks SIGKILLed inside the round: rank 0 after its journal commit, rank 1 between its masks (or
-    earlier, when torchrun takes it down first)."""
+    earlier, when torchrun takes it down first); resumed on one process or on two ranks again."""
     two = tmp_path / "two"
     proc = _torchrun(two, tmp_path, crash_at="write:6")
     assert proc.returncode != 0
     rdir = two / "state" / "ledgers" / "round_0"
     assert (rdir / "shard_0_of_2.journal.npz").is_file() and not (two / "state" / "ledger.json").exists()
-    assert main(["train", "--resume", str(two), "--no-progress"]) == 0  # another world size: one process
+    if resume_ranks == 1:
+        assert main(["train", "--resume", str(two), "--no-progress"]) == 0
+    else:
+        proc = _torchrun(two, tmp_path, resume=True)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (one / "state" / "ledger.json").read_bytes() == (two / "state" / "ledger.json").read_bytes()
     m1, m2 = _files(one / "state"), _files(two / "state")
     assert m1.keys() == m2.keys() and all(m1[k] == m2[k] for k in m1)
