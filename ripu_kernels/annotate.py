@@ -27,7 +27,7 @@ from .utils.io import atomic_save_png, atomic_write_json
 EXPORT_VERSION = 1
 
 
-class ImportError_(AcquisitionError):
+class LabelImportError(AcquisitionError):
     """A label file that cannot be imported (names the file and the rule)."""
 
 
@@ -81,11 +81,11 @@ def _read_png(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             if img.mode not in ("L", "P"):
-                raise ImportError_(f"import-labels: {path} is a {img.mode} image; expected a single-channel "
+                raise LabelImportError(f"import-labels: {path} is a {img.mode} image; expected a single-channel "
                                    "uint8 PNG of train ids (255 = not labelled)")
             return np.asarray(img)
     except (UnidentifiedImageError, OSError) as exc:
-        raise ImportError_(f"import-labels: cannot read {path}: {exc}") from exc
+        raise LabelImportError(f"import-labels: cannot read {path}: {exc}") from exc
 
 
 def load_export(export_dir) -> dict:
@@ -95,9 +95,9 @@ def load_export(export_dir) -> dict:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ImportError_(f"import-labels: {path} is not valid JSON: {exc}") from exc
+        raise LabelImportError(f"import-labels: {path} is not valid JSON: {exc}") from exc
     if meta.get("version") != EXPORT_VERSION:
-        raise ImportError_(f"import-labels: {path} has unsupported version {meta.get('version')!r}")
+        raise LabelImportError(f"import-labels: {path} has unsupported version {meta.get('version')!r}")
     return meta
 
 
@@ -119,28 +119,28 @@ def import_labels(export_dir, state_dir=None) -> dict:
             continue
         lab = _read_png(lab_path)
         if lab.shape != shape:
-            raise ImportError_(f"import-labels: {lab_path} is {lab.shape[1]}x{lab.shape[0]}, but image "
+            raise LabelImportError(f"import-labels: {lab_path} is {lab.shape[1]}x{lab.shape[0]}, but image "
                                f"{image_id!r} was queried at {shape[1]}x{shape[0]}")
         bad = (lab != IGNORE_INDEX) & (lab >= ncls)
         if bad.any():
             r, c = np.argwhere(bad)[0]
-            raise ImportError_(f"import-labels: {lab_path} has class id {int(lab[r, c])} at row {r}, col {c}; "
+            raise LabelImportError(f"import-labels: {lab_path} has class id {int(lab[r, c])} at row {r}, col {c}; "
                                f"ids must be 0..{ncls - 1} or 255 (not labelled)")
         query = _read_png(export_dir / entry["mask"]) > 0
         outside = (lab != IGNORE_INDEX) & ~query
         if outside.any():
             r, c = np.argwhere(outside)[0]
-            raise ImportError_(f"import-labels: {lab_path} labels {int(outside.sum())} pixel(s) outside the queried "
+            raise LabelImportError(f"import-labels: {lab_path} labels {int(outside.sum())} pixel(s) outside the queried "
                                f"regions of image {image_id!r} (first at row {r}, col {c}); only pixels inside "
                                f"{entry['mask']} may be labelled (255 elsewhere)")
         if not ledger.has_round(image_id, rnd):
-            raise ImportError_(f"import-labels: the ledger {ledger_path} has no round {rnd} for image {image_id!r}; "
+            raise LabelImportError(f"import-labels: the ledger {ledger_path} has no round {rnd} for image {image_id!r}; "
                                "this export does not belong to that state folder")
         old = store.labels(image_id, shape)
         clash = (lab != IGNORE_INDEX) & (old != IGNORE_INDEX) & (old != lab)
         if clash.any():
             r, c = np.argwhere(clash)[0]
-            raise ImportError_(f"import-labels: {lab_path} gives class {int(lab[r, c])} at row {r}, col {c} of image "
+            raise LabelImportError(f"import-labels: {lab_path} gives class {int(lab[r, c])} at row {r}, col {c} of image "
                                f"{image_id!r}, already revealed as {int(old[r, c])}; revealed labels are never "
                                "overwritten")
         todo.append((image_id, shape, lab))
