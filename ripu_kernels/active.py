@@ -288,9 +288,10 @@ class Ledger:
             if (mine["height"], mine["width"]) != (entry["height"], entry["width"]):
                 raise AcquisitionError(f"ledger: image {image_id!r} has two different sizes")
             for rk_, rec in entry["rounds"].items():
-                if rk_ in mine["rounds"] and mine["rounds"][rk_] != rec:
+                old = mine["rounds"].get(rk_)
+                if old is not None and any(old.get(f) != rec.get(f) for f in ("pixels", "regions", "budget")):
                     raise AcquisitionError(f"ledger: image {image_id!r} round {rk_} differs between ledgers")
-                mine["rounds"][rk_] = dict(rec)
+                mine["rounds"][rk_] = {**(old or {}), **rec}  # extra keys (``labelled`` of imports) are kept
         return self
 
 
@@ -327,7 +328,7 @@ def acquire(model: torch.nn.Module, dataset, indices: Iterable[int], store: Mask
             budget: Budget, round_idx: int, iteration: int, oracle=None, device="cpu",
             batch_size: int = 4, align_corners: bool = True, progress: bool = False,
             selection_dir: str | os.PathLike | None = None,
-            ledger_path: str | os.PathLike | None = None) -> dict:
+            ledger_path: str | os.PathLike | None = None, on_commit=None, on_written=None) -> dict:
     """One acquisition round over ``dataset[indices]``.
 
     For each image: logits -> RA/PA scores at label resolution -> greedy selection outside the stored
@@ -336,6 +337,10 @@ def acquire(model: torch.nn.Module, dataset, indices: Iterable[int], store: Mask
     (per the ledger) are skipped, so an interrupted round can be rerun. Without an ``oracle`` only the
     suppression masks and (when ``selection_dir`` is given) the selection masks are written.
     With ``ledger_path`` the ledger is saved after every batch, *before* that batch's masks.
+    Hooks (used by :mod:`ripu_kernels.resume` for its crash journal and by the annotator export):
+    ``on_commit(ledger, records)`` runs before the batch's ledger is saved, with one dict per image
+    (``id``, ``index``, ``selected``, ``truth``, ``active``, ``centers`` (picks x 2, row/col)); ``on_written()``
+    runs once the batch's masks are written.
     Returns {"images", "pixels", "regions"} for this call.
     """
     from tqdm import tqdm
@@ -352,7 +357,7 @@ def acquire(model: torch.nn.Module, dataset, indices: Iterable[int], store: Mask
         if len(shapes) != 1:  # images of different sizes: one at a time
             for i in chunk:
                 sub = acquire(model, dataset, [i], store, ledger, budget, round_idx, iteration, oracle, device,
-                              1, align_corners, False, selection_dir, ledger_path)
+                              1, align_corners, False, selection_dir, ledger_path, on_commit, on_written)
                 for key in stats:
                     stats[key] += sub[key]
             bar.update(len(chunk))
@@ -367,6 +372,7 @@ def acquire(model: torch.nn.Module, dataset, indices: Iterable[int], store: Mask
         sel = ops.select_regions(scores.score, n, radius=budget.radius, mask_radius=budget.mask_radius,
                                  active=active_in)
         counts = sel.counts.cpu().tolist()
+        centers = sel.centers.cpu().numpy()
         selected = sel.selected.cpu().numpy()
         active = sel.active.cpu().numpy()
         writes = []
@@ -385,6 +391,9 @@ def acquire(model: torch.nn.Module, dataset, indices: Iterable[int], store: Mask
             stats["images"] += 1
             stats["pixels"] += pixels
             stats["regions"] += counts[j]
+        if on_commit is not None:
+            on_commit(ledger, [{"id": w[0], "index": index, "selected": w[1], "truth": w[2], "active": w[3],
+                                "centers": centers[j, :counts[j]]} for j, (w, index) in enumerate(zip(writes, chunk))])
         # the ledger is committed before the masks: a crash in between loses budget, never exceeds it
         if ledger_path is not None:
             ledger.save(ledger_path)
@@ -395,6 +404,8 @@ def acquire(model: torch.nn.Module, dataset, indices: Iterable[int], store: Mask
                 store.update_active(image_id, act_j)
             if selection_dir is not None:
                 atomic_save_png(Path(selection_dir) / (_safe_id(image_id) + ".png"), sel_j.astype(np.uint8) * 255)
+        if on_written is not None:
+            on_written()
         bar.update(len(chunk))
     bar.close()
     ledger.set_round_iteration(round_idx, iteration)

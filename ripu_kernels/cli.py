@@ -11,7 +11,12 @@ RIPU active domain adaptation for semantic segmentation (Xie et al., CVPR 2022) 
 
   ripu demo --out DIR                         source-only, then RA 5% over 5 rounds on the embedded data
   ripu train --config FILE [key=value ...]    a full run (configs: demo, gtav_cityscapes_ra_2.2, ...)
+  ripu train --resume DIR                     continue a killed run (same masks, ledger, weights)
+  torchrun --nproc_per_node N -m ripu_kernels train ...   DistributedDataParallel, sharded acquisition
   ripu select --checkpoint CKPT --images DIR --out DIR   one acquisition round over a folder of images
+       [--shard I --num-shards N] [--export DIR]         (a shard of it; queries for human annotators)
+  ripu import-labels DIR                      labelled PNGs of an export back into the masks and ledger
+  ripu merge-ledger STATE --round R --num-shards N      merge the shard ledgers of a round
   ripu eval --checkpoint CKPT [--flip]        mIoU and a per-class IoU table on the target val set
 """
 
@@ -30,9 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a segmentation model on source + target with RIPU active rounds. "
                                    "Writes OUT_DIR/{checkpoints/,state/labels,state/active,state/ledger.json,"
                                    "train.log,metrics.json,config.json}.")
-    t.add_argument("--config", required=True,
+    t.add_argument("--config", default=None,
                    help="YAML config file, or the name of a packaged config (demo, gtav_cityscapes_ra_2.2, "
-                        "gtav_cityscapes_ra_5, gtav_cityscapes_pa_40, synthia_cityscapes_ra_2.2)")
+                        "gtav_cityscapes_ra_5, gtav_cityscapes_pa_40, synthia_cityscapes_ra_2.2); required "
+                        "unless --resume")
+    t.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the run in DIR (its config.json and checkpoints/resume.pth) after a crash or "
+                        "kill; ends with the masks, ledger and weights of an uninterrupted run. Overrides may "
+                        "only change paths, device, threads, workers and logging")
     t.add_argument("--no-progress", action="store_true", help="disable the progress bars")
     t.add_argument("overrides", nargs="*", help=_overrides_help())
 
@@ -42,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(255 = selected this round), OUT/active/<id>.png (suppression, kept across "
                                    "rounds), OUT/ledger.json and, with --labels, OUT/labels/<id>.png (revealed "
                                    "ground truth, 255 elsewhere). Run it again with --round N+1 on the same OUT "
-                                   "for the next round.")
+                                   "for the next round. Shard ledgers go to OUT/ledgers/round_R/ and are merged into "
+                                   "OUT/ledger.json; every batch is journalled, so a killed run is simply rerun.")
     s.add_argument("--checkpoint", required=True, help="checkpoint written by `ripu train` (its config is used)")
     s.add_argument("--images", required=True, help="folder of .png/.jpg images (searched recursively)")
     s.add_argument("--out", required=True, help="state folder (masks, ledger)")
@@ -51,8 +62,34 @@ def build_parser() -> argparse.ArgumentParser:
                         "annotator and writes the revealed labels")
     s.add_argument("--round", type=int, default=0, help="round index recorded in the ledger (default 0)")
     s.add_argument("--config", default=None, help="optional YAML config overriding the checkpoint's")
+    s.add_argument("--shard", type=int, default=0,
+                   help="select only for shard I of --num-shards (image at position p of the sorted ids is in "
+                        "shard p %% N); shards can run at once on different machines sharing OUT")
+    s.add_argument("--num-shards", type=int, default=1, help="number of shards (default 1)")
+    s.add_argument("--export", default=None, metavar="DIR",
+                   help="write the queried regions for human annotators: DIR/regions.json (boxes per image), "
+                        "DIR/masks/<id>.png (255 = label these pixels); label them into DIR/labels/<id>.png "
+                        "and run `ripu import-labels DIR`")
     s.add_argument("--no-progress", action="store_true", help="disable the progress bars")
     s.add_argument("overrides", nargs="*", help=_overrides_help() + "; e.g. active.mode=pa active.pixels=40")
+
+    im = sub.add_parser("import-labels", help="import labelled PNGs of an export into the masks and ledger",
+                        description="Read DIR/labels/<id>.png (uint8 train ids, 255 = not labelled) written by "
+                                    "annotators for an export of `ripu select --export DIR`, check them all "
+                                    "(size, class ids, nothing outside the queried regions, no clash with labels "
+                                    "already revealed), then union them into STATE/labels and record the "
+                                    "labelled pixels in STATE/ledger.json.")
+    im.add_argument("dir", help="the export folder")
+    im.add_argument("--out", default=None, help="state folder (default: the one recorded in DIR/regions.json)")
+
+    m = sub.add_parser("merge-ledger", help="merge the shard ledgers of a round into STATE/ledger.json",
+                       description="Merge STATE/ledgers/round_R/shard_I_of_N.json (I = 0..N-1) into "
+                                   "STATE/ledger.json; fails naming the missing shards if a shard is not done.")
+    m.add_argument("state", help="state folder (the --out of `ripu select`)")
+    m.add_argument("--round", type=int, required=True)
+    m.add_argument("--num-shards", type=int, required=True)
+    m.add_argument("--mode", default=None, help="ra or pa (default: from STATE/ledger.json or the shard files)")
+    m.add_argument("--k", type=int, default=None, help="window radius (default: as --mode)")
 
     e = sub.add_parser("eval", help="evaluate a checkpoint (mIoU, per-class IoU)",
                        description="Evaluate a checkpoint on the target validation set of its config "
@@ -86,12 +123,41 @@ def _load_cfg(path, overrides):
 
 
 def cmd_train(args) -> int:
+    import logging
+
+    from .distributed import init_from_env
     from .train import Trainer, setup_logging
 
-    cfg = _load_cfg(args.config, args.overrides)
-    setup_logging(cfg.out_dir)
-    metrics = Trainer(cfg, progress=_progress(args)).run()
-    print(format_rounds(metrics))
+    if args.resume:
+        if args.config:
+            raise SystemExit("ripu train: --resume DIR takes the config from DIR/config.json; drop --config")
+        cfg_path = Path(args.resume) / "config.json"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"resume: {cfg_path} not found; {args.resume} holds no run")
+        if (Path(args.resume) / "metrics.json").is_file():
+            raise SystemExit(f"ripu train: the run in {args.resume} has finished (metrics.json); nothing to resume")
+        cfg = _load_cfg(str(cfg_path), [f"out_dir={args.resume}", *args.overrides])
+    elif not args.config:
+        raise SystemExit("ripu train: --config is required (or --resume DIR)")
+    else:
+        cfg = _load_cfg(args.config, args.overrides)
+    env, cfg.device = init_from_env(cfg.device)
+    try:
+        if env.is_main:
+            setup_logging(cfg.out_dir)
+        else:  # one log: rank 0's
+            lg = logging.getLogger("ripu")
+            lg.handlers.clear()
+            lg.addHandler(logging.NullHandler())
+            lg.propagate = False
+        metrics = Trainer(cfg, progress=_progress(args) and env.is_main, resume=bool(args.resume)).run()
+        if env.is_main:
+            print(format_rounds(metrics))
+    finally:
+        if env.enabled:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     return 0
 
 
@@ -108,30 +174,78 @@ def _checkpoint_cfg(args):
 
 
 def cmd_select(args) -> int:
-    from .active import Budget, Ledger, MaskStore, SimulatedOracle, acquire
+    from .active import Budget, MaskStore, SimulatedOracle
     from .data.folder_images import ImageFolder
+    from .distributed import acquire_shard, merge_round
 
     model, cfg, ckpt = _checkpoint_cfg(args)
     if cfg.active.mode not in ("ra", "pa"):
         raise SystemExit("ripu select: active.mode must be 'ra' or 'pa'")
     if args.round < 0:
         raise SystemExit("ripu select: --round must be >= 0")
+    if args.num_shards < 1 or not 0 <= args.shard < args.num_shards:
+        raise SystemExit(f"ripu select: --shard must be in [0, --num-shards={args.num_shards}), got {args.shard}")
     size = tuple(cfg.data.target_size) if cfg.data.target != "synthetic" else None
     dataset = ImageFolder(args.images, size_wh=size, labels_root=args.labels, num_classes=cfg.data.num_classes)
     out = Path(args.out)
     budget = Budget(cfg.active.mode, cfg.window_k, max(1, len(cfg.active.rounds_at)), cfg.active.ratio,
                     cfg.active.pixels)
-    ledger_path = out / "ledger.json"
-    ledger = Ledger.load(ledger_path, budget.mode, budget.k)
     store = MaskStore(out)
+    exporter = None
+    if args.export:
+        from .annotate import Exporter
+
+        exporter = Exporter(args.export, out, args.round, budget.mode, budget.k, budget.radius,
+                            cfg.data.num_classes, dataset)
     start = time.time()
-    stats = acquire(model, dataset, range(len(dataset)), store, ledger, budget, args.round,
-                    int(ckpt.get("iteration", 0)), oracle=SimulatedOracle(dataset) if args.labels else None,
-                    device=cfg.device, batch_size=cfg.active.batch_size, align_corners=cfg.active.align_corners,
-                    progress=_progress(args), selection_dir=out / "selected", ledger_path=ledger_path)
-    print(f"round {args.round}: {stats['regions']} picks, {stats['pixels']} pixels on {stats['images']} images "
-          f"in {time.time() - start:.1f}s; labelled fraction {100 * ledger.labelled_fraction:.3f}%; "
-          f"masks in {out}")
+    # journalled per batch (a killed run can be rerun), shard ledger in out/ledgers/round_R/
+    stats = acquire_shard(model, dataset, store, budget, args.round, int(ckpt.get("iteration", 0)),
+                          args.shard, args.num_shards, oracle=SimulatedOracle(dataset) if args.labels else None,
+                          device=cfg.device, batch_size=cfg.active.batch_size,
+                          align_corners=cfg.active.align_corners, progress=_progress(args),
+                          selection_dir=out / "selected", on_commit=exporter)
+    ledger = merge_round(out, args.round, args.num_shards, budget.mode, budget.k)
+    shard = f" (shard {args.shard} of {args.num_shards})" if args.num_shards > 1 else ""
+    print(f"round {args.round}{shard}: {stats['regions']} picks, {stats['pixels']} pixels on {stats['images']} "
+          f"images in {time.time() - start:.1f}s; masks in {out}")
+    if ledger is not None:
+        print(f"ledger {out / 'ledger.json'}: labelled fraction {100 * ledger.labelled_fraction:.3f}%")
+    else:
+        print(f"ledger: waiting for the other shards of round {args.round} (merged by the last one to finish, "
+              f"or `ripu merge-ledger {out} --round {args.round} --num-shards {args.num_shards}`)")
+    if exporter is not None:
+        print(f"queries for annotators: {exporter.finish()}")
+    return 0
+
+
+def cmd_import_labels(args) -> int:
+    from .annotate import import_labels
+
+    res = import_labels(args.dir, args.out)
+    print(f"imported {res['pixels']} labelled pixels of {res['images']} images into {res['state_dir']}")
+    if res["missing"]:
+        print(f"{len(res['missing'])} queried images have no label file yet (e.g. {res['missing'][0]!r}); "
+              "run import-labels again once they are labelled")
+    return 0
+
+
+def cmd_merge_ledger(args) -> int:
+    import json as _json
+
+    from .distributed import merge_round, round_dir
+
+    mode, k = args.mode, args.k
+    if mode is None:
+        for f in [Path(args.state) / "ledger.json", *sorted(round_dir(args.state, args.round).glob("shard_*.json"))]:
+            if f.is_file():
+                d = _json.loads(f.read_text(encoding="utf-8"))
+                mode, k = d["mode"], (d["k"] if k is None else k)
+                break
+    if mode is None or k is None:
+        raise SystemExit(f"ripu merge-ledger: no ledger in {args.state}; give --mode and --k")
+    led = merge_round(args.state, args.round, args.num_shards, mode, k, required=True)
+    print(f"merged {args.num_shards} shards of round {args.round} into {Path(args.state) / 'ledger.json'}: "
+          f"labelled fraction {100 * led.labelled_fraction:.3f}%")
     return 0
 
 
@@ -166,7 +280,7 @@ def _clear_previous_demo(out: Path) -> None:
     """Remove the outputs of an earlier demo in ``out`` (only files the demo writes) so it can run again."""
     import shutil
 
-    if not (out / "metrics.json").exists() and not (out / "state" / "ledger.json").exists():
+    if not any((out / p).exists() for p in ("metrics.json", "state/ledger.json", "checkpoints/resume.pth")):
         return
     for name in ("state", "checkpoints"):
         if (out / name).is_dir():
@@ -225,10 +339,11 @@ def main(argv=None) -> int:
     from .data import DataError
 
     args = build_parser().parse_args(argv)
-    handlers = {"train": cmd_train, "select": cmd_select, "eval": cmd_eval, "demo": cmd_demo}
+    handlers = {"train": cmd_train, "select": cmd_select, "eval": cmd_eval, "demo": cmd_demo,
+                "import-labels": cmd_import_labels, "merge-ledger": cmd_merge_ledger}
     try:
         return handlers[args.command](args)
-    except (ConfigError, DataError, AcquisitionError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, AcquisitionError, FileNotFoundError, ValueError) as exc:
         print(f"ripu {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import ops
-from .active import Ledger, MaskStore, SimulatedOracle, acquire, budget_from_config, revealed_batch, upsample
+from .active import Ledger, MaskStore, SimulatedOracle, budget_from_config, revealed_batch, upsample
 from .config import Config
 from .data import IGNORE_INDEX, build_datasets, collate
 from .evaluate import evaluate, format_table
@@ -94,10 +94,14 @@ def masked_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 class Trainer:
     """Holds datasets, model, optimiser and the active-learning state of one run in ``cfg.out_dir``."""
 
-    def __init__(self, cfg: Config, progress: bool = True, datasets=None):
+    def __init__(self, cfg: Config, progress: bool = True, datasets=None, resume: bool = False):
+        from . import distributed
+
         self.cfg = cfg
         self.progress = progress
         self.out = Path(cfg.out_dir)
+        self.dist = distributed.current()  # rank / world size (see ripu_kernels.distributed)
+        self.resume = resume
         self.device = torch.device(cfg.device)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
@@ -106,6 +110,7 @@ class Trainer:
         self.num_classes = cfg.data.num_classes
         self.class_names = getattr(self.val, "class_names", ()) or tuple(str(i) for i in range(self.num_classes))
         self.model = build_model(cfg.model, self.num_classes).to(self.device)
+        self.train_model = distributed.wrap_ddp(self.model, self.dist, self.device)  # DDP when distributed
         backbone, head = self.model.param_groups()
         t = cfg.train
         self.optimizer = torch.optim.SGD(
@@ -116,11 +121,13 @@ class Trainer:
         self.store = MaskStore(self.state_dir)
         self.budget = budget_from_config(cfg) if cfg.active.mode != "none" else None
         self.ledger_path = self.state_dir / "ledger.json"
-        if self.ledger_path.exists() or (self.out / "metrics.json").exists():
+        used = [self.ledger_path, self.out / "metrics.json", self.out / "checkpoints" / "resume.pth",
+                self.state_dir / "ledgers"]
+        if not resume and any(p.exists() for p in used):
             from .config import ConfigError
 
-            raise ConfigError(f"out_dir {str(self.out)!r} already holds a run (state/ledger.json or metrics.json); "
-                              "choose a new out_dir (resuming a run is not supported yet)")
+            raise ConfigError(f"out_dir {str(self.out)!r} already holds a run (a ledger, metrics or a resume "
+                              "checkpoint); choose a new out_dir, or continue it with `ripu train --resume DIR`")
         self.ledger = Ledger(cfg.active.mode, cfg.window_k)
         self.iteration = 0
         self.history: list[dict] = []
@@ -128,10 +135,51 @@ class Trainer:
     # ------------------------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, name: str) -> Path:
         path = self.out / "checkpoints" / name
+        if not self.dist.is_main:  # the replicas are identical: rank 0 writes
+            return path
         atomic_torch_save(path, {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                                  "iteration": self.iteration, "config": self.cfg.to_dict(),
                                  "num_classes": self.num_classes, "history": self.history})
         return path
+
+    # ----------------------------------------------------------------------------------------- resume
+    def save_resume(self, metrics: dict, running: dict, gen, src_batches, tgt_batches,
+                    iteration: int | None = None) -> None:
+        """The whole state needed to continue at ``iteration`` (default: the current one; see
+        :mod:`ripu_kernels.resume`)."""
+        from .resume import resume_path, rng_state
+
+        if not self.dist.is_main:
+            return
+        atomic_torch_save(resume_path(self.out), {
+            "kind": "ripu-resume", "iteration": self.iteration if iteration is None else iteration,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "config": self.cfg.to_dict(), "metrics": metrics,
+            "running": running, "flip_generator": gen.get_state(), "source_batches": src_batches.state_dict(),
+            "target_batches": tgt_batches.state_dict(), "rng": rng_state(), "num_classes": self.num_classes,
+            "world_size": self.dist.world_size})
+
+    def load_resume(self, gen, src_batches, tgt_batches):
+        """Restore the state saved by :meth:`save_resume`; returns (iteration, metrics, running)."""
+        from .config import ConfigError
+        from .resume import load_resume, set_rng_state
+
+        state = load_resume(self.out)
+        diff = config_diff(state["config"], self.cfg.to_dict())
+        if diff:
+            raise ConfigError(f"resume: the config differs from the run in {str(self.out)!r} in "
+                              + ", ".join(diff) + "; only paths, device, threads, workers and logging may change")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["flip_generator"])
+        src_batches.load_state_dict(state["source_batches"])
+        tgt_batches.load_state_dict(state["target_batches"])
+        set_rng_state(state["rng"])
+        if self.budget is not None:
+            self.ledger = Ledger.load(self.ledger_path, self.budget.mode, self.budget.k)
+        self.history = state["metrics"].get("rounds", [])
+        log.info("resumed %s at iteration %d", self.out, state["iteration"])
+        return int(state["iteration"]), state["metrics"], state["running"]
 
     # -------------------------------------------------------------------------------------- one step
     def step(self, src: dict, tgt: dict, use_target: bool, gen: torch.Generator) -> dict:
@@ -144,8 +192,10 @@ class Trainer:
             shape = tuple(tgt["image"].shape[-2:])
             tgt_img, tgt_lab = tgt["image"], revealed_batch(self.store, tgt["id"], shape)
             images.append(tgt_img)
-        if t.flip:  # per-sample horizontal flips, drawn from the run's generator
-            flips = [torch.rand(x.shape[0], generator=gen) < 0.5 for x in images]
+        if t.flip:  # per-sample horizontal flips, drawn for the global batch from the run's generator
+            r, w = self.dist.rank, self.dist.world_size
+            flips = [(torch.rand(x.shape[0] * w, generator=gen) < 0.5)[r * x.shape[0]:(r + 1) * x.shape[0]]
+                     for x in images]
             src_img = torch.where(flips[0][:, None, None, None], src_img.flip(-1), src_img)
             src_lab = torch.where(flips[0][:, None, None], src_lab.flip(-1), src_lab)
             if use_target:
@@ -153,7 +203,7 @@ class Trainer:
                 tgt_lab = torch.where(flips[1][:, None, None], tgt_lab.flip(-1), tgt_lab)
         self.model.train()
         batch = torch.cat([src_img, tgt_img]) if use_target else src_img
-        logits = self.model(batch.to(self.device))
+        logits = self.train_model(batch.to(self.device))
         ns = src_img.shape[0]
         src_logits = upsample(logits[:ns], tuple(src_lab.shape[-2:]))
         src_lab = src_lab.to(self.device)
@@ -179,18 +229,21 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ evaluation
     def evaluate(self, tag: str) -> dict:
-        res = evaluate(self.model, self.val, self.num_classes, self.device, self.cfg.eval.batch_size,
-                       self.cfg.eval.flip, self.progress)
+        from .distributed import distributed_evaluate
+
+        res = distributed_evaluate(self, lambda val: evaluate(
+            self.model, val, self.num_classes, self.device, self.cfg.eval.batch_size, self.cfg.eval.flip,
+            self.progress and self.dist.is_main))
         log.info("[%s] iteration %d: mIoU %.2f\n%s", tag, self.iteration, res["miou"],
                  format_table(res, self.class_names))
         return res
 
     def acquire_round(self, round_idx: int) -> dict:
         start = time.time()
-        stats = acquire(self.model, self.target, range(len(self.target)), self.store, self.ledger, self.budget,
-                        round_idx, self.iteration, oracle=SimulatedOracle(self.target), device=self.device,
-                        batch_size=self.cfg.active.batch_size, align_corners=self.cfg.active.align_corners,
-                        progress=self.progress, ledger_path=self.ledger_path)
+        from .distributed import distributed_acquire
+
+        # sharded over ranks, journalled (resumable at any point), shard ledgers merged into ledger.json
+        stats = distributed_acquire(self, round_idx, SimulatedOracle(self.target))
         log.info("[round %d] iteration %d: %d regions / %d pixels on %d images in %.1fs; labelled fraction %.4f%%",
                  round_idx, self.iteration, stats["regions"], stats["pixels"], stats["images"],
                  time.time() - start, 100 * self.ledger.labelled_fraction)
@@ -202,11 +255,16 @@ class Trainer:
         from tqdm import tqdm
 
         cfg, t = self.cfg, self.cfg.train
+        from .resume import ResumableBatches, crash_hook
+
         self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.out / "config.json", cfg.to_dict())
+        if self.dist.is_main:
+            atomic_write_json(self.out / "config.json", cfg.to_dict())
         rounds = list(cfg.active.rounds_at) if self.budget is not None else []
-        src_batches = InfiniteBatches(self.source, cfg.data.batch_size, cfg.seed + 1, cfg.data.num_workers)
-        tgt_batches = InfiniteBatches(self.target, cfg.data.batch_size, cfg.seed + 2, cfg.data.num_workers)
+        # the order of InfiniteBatches, with a saveable position, each rank loading its slice of the global batch
+        r_, w_, nw = self.dist.rank, self.dist.world_size, cfg.data.num_workers
+        src_batches = ResumableBatches(self.source, cfg.data.batch_size, cfg.seed + 1, nw, r_, w_)
+        tgt_batches = ResumableBatches(self.target, cfg.data.batch_size, cfg.seed + 2, nw, r_, w_)
         gen = torch.Generator().manual_seed(cfg.seed + 3)
         metrics: dict = {"rounds": []}
         from ._dispatch import resolve
@@ -217,10 +275,15 @@ class Trainer:
                  torch.get_num_threads())
         metrics["ops_backend"] = backend
         started = time.time()
-        bar = tqdm(total=t.iters, desc="train", disable=not self.progress)
         running: dict[str, float] = {}
-        for self.iteration in range(t.iters):
+        start = 0
+        if self.resume:
+            start, metrics, running = self.load_resume(gen, src_batches, tgt_batches)
+        bar = tqdm(total=t.iters, initial=start, desc="train", disable=not self.progress)
+        for self.iteration in range(start, t.iters):
             if self.iteration in rounds:
+                # a resume point right before the round: masks only change inside rounds
+                self.save_resume(metrics, running, gen, src_batches, tgt_batches)
                 r = rounds.index(self.iteration)
                 res = self.evaluate(f"before round {r}")
                 if r == 0:
@@ -244,6 +307,8 @@ class Trainer:
                 running = {}
             if (self.iteration + 1) % t.checkpoint_every == 0:
                 self.save_checkpoint(f"iter_{self.iteration + 1:06d}.pth")
+                self.save_resume(metrics, running, gen, src_batches, tgt_batches, self.iteration + 1)
+            crash_hook(self.iteration + 1, "iteration")  # tests: RIPU_CRASH_AT=iteration:N
             bar.update(1)
         bar.close()
         self.iteration = t.iters
@@ -256,8 +321,28 @@ class Trainer:
                        train_seconds=time.time() - started, iterations=t.iters)
         self.history = metrics["rounds"]
         self.save_checkpoint("final.pth")
-        atomic_write_json(self.out / "metrics.json", metrics)
+        if self.dist.is_main:
+            atomic_write_json(self.out / "metrics.json", metrics)
         return metrics
+
+
+# config keys that may change when a run is resumed (where the data lives, how fast it runs, how it logs)
+RESUME_MUTABLE = ("out_dir", "device", "threads", "data.num_workers", "data.source_root", "data.target_root",
+                  "data.source_list", "data.target_train_list", "data.target_val_list", "train.log_every",
+                  "eval.batch_size", "active.batch_size")
+
+
+def config_diff(saved: dict, now: dict, prefix: str = "") -> list[str]:
+    """Keys (``section.key``) whose values differ between two config dicts, except :data:`RESUME_MUTABLE`."""
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        full = prefix + key
+        a, b = saved.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, full + ".")
+        elif a != b and full not in RESUME_MUTABLE:
+            out.append(f"{full} ({a!r} -> {b!r})")
+    return out
 
 
 def load_checkpoint(path: str | os.PathLike, device="cpu"):

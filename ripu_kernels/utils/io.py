@@ -27,8 +27,23 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_WRITES = [0]
+
+
+def _crash_point() -> None:
+    """Test hook: ``RIPU_CRASH_AT=write:N`` SIGKILLs the process before its N-th atomic write."""
+    spec = os.environ.get("RIPU_CRASH_AT", "")
+    if spec.startswith("write:"):
+        _WRITES[0] += 1
+        if _WRITES[0] == int(spec[6:]):
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def atomic_write(path: str | os.PathLike, writer: Callable[[io.BufferedWriter], None]) -> Path:
     """Write ``path`` atomically: ``writer(fileobj)`` fills a temporary file that then replaces ``path``."""
+    _crash_point()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
