@@ -98,11 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     log(f"bench: device {device} ({H.device_name(device)}), backends {', '.join(backends)}, "
         f"main shape {H.shape_str(main_shape)}, {'quick' if args.quick else 'full'} run")
     started = time.perf_counter()
+    load_start = H.load_average()
     rows: list[dict] = []
     for op in args.ops:
         for case in OPS[op](device, args.quick, args.shape):
             rows += H.run_case(case, backends, opts, log=log)
     meta = H.metadata(device, args.quick, main_shape, argv)
+    meta["load_average_1m_start"] = load_start
     H.add_derived(rows, meta["peak_gbps"])
     targets = H.evaluate_targets(rows, device, main_shape)
     from .plots import make_plots

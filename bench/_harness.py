@@ -582,10 +582,10 @@ def markdown(meta: dict, rows: list[dict], targets: list[dict], plots: list[str]
                  f"triton {meta.get('triton') or 'n/a'}, threads {meta['threads']}")
     lines.append(f"- git {meta['git_sha']}, {meta['time_utc']}, mode {'quick' if meta['quick'] else 'full'}, "
                  f"main shape {meta['main_shape']}")
-    load = meta.get("load_average_1m")
-    if not gpu and load is not None and meta.get("cpu_count") and load > 0.5 * meta["cpu_count"]:
-        lines.append(f"- **warning**: 1-minute load average {load} on {meta['cpu_count']} cores when the run ended "
-                     "(measured after it): other processes shared the CPU, timings are noisy")
+    loads = [v for v in (meta.get("load_average_1m_start"), meta.get("load_average_1m")) if v is not None]
+    if not gpu and loads and meta.get("cpu_count") and max(loads) > 0.75 * meta["cpu_count"]:
+        lines.append(f"- **warning**: 1-minute load average {' / '.join(map(str, loads))} (start / end) on "
+                     f"{meta['cpu_count']} cores: other processes shared the CPU, timings are noisy")
     if gpu:
         lines.append(f"- peak bandwidth: {meta['peak_gbps'] or 'unknown (no %)'} GB/s")
     lines.append("- `x ref` / `x authors`: baseline median / row median (> 1: faster than the baseline). "
