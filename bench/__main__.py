@@ -21,14 +21,16 @@ OPS = {
     "size_sweep": bench_region_scores.size_sweep_cases,
 }
 
-# (measured seconds per row after the warm-up, first-call seconds beyond which a row is a single run)
-BUDGETS = {"quick": (0.3, 2.0), "full": (2.0, 20.0)}
+# (measured seconds per row after the warm-up, first-call seconds beyond which a row is a single run,
+#  CPU limit in G multiply-adds on the authors' box convolutions)
+BUDGETS = {"quick": (0.3, 2.0, 1.0), "full": (2.0, 20.0, 13.0)}
 
 EPILOG = """\
 backends: every backend of ripu_kernels.available_backends(device) (Triton only on CUDA: on CPU it is the
 interpreter, a correctness tool) plus 'authors', the RIPU authors'-style computation (bench/authors.py).
 Ratios are baseline time / row time against 'reference' and 'authors'. On CPU the authors' box convolutions
-are skipped beyond 13 G multiply-adds (the row says so), except for the headline PA k=32 row.
+are skipped beyond 13 G multiply-adds (1 G with --quick; the row says so), except for the headline PA k=32
+row. Results are rewritten after every table, so an interrupted run leaves the tables it finished.
 
 shapes: the full run uses the paper's 19 x 1024 x 2048 maps (1 image on CPU, 8 on GPU) and one selection round
 of the 5% RA budget (2,331 regions at 1024x2048); --quick uses 1x19x128x256 on CPU (2x19x512x1024 on GPU).
@@ -77,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="logits shape of the main rows and sweeps (default: the paper's, or the quick one)")
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="measured time per row after the warm-up (default: 0.3 quick, 2.0 full)")
+    p.add_argument("--authors-gmacs", type=float, default=None, metavar="G",
+                   help="CPU only: skip the authors' baseline where its box convolutions exceed G giga "
+                        "multiply-adds (default: 1 quick, 13 full; the PA k=32 row always runs)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help=f"CPU intra-op threads (default: torch's, here {torch.get_num_threads()})")
     return p
 
 
@@ -87,8 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("python -m bench: --device cuda was asked for but torch sees no CUDA device", file=sys.stderr)
         return 2
-    budget, slow = BUDGETS["quick" if args.quick else "full"]
-    opts = H.RunOptions(device=device, budget_s=args.budget or budget, slow_s=slow)
+    budget, slow, gmacs = BUDGETS["quick" if args.quick else "full"]
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"python -m bench: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
+    opts = H.RunOptions(device=device, budget_s=args.budget or budget, slow_s=slow,
+                        authors_macs_limit=1e9 * (gmacs if args.authors_gmacs is None else args.authors_gmacs))
     backends = H.backends_for(device, args.backends)
     main_shape = H.main_shape(device, args.quick, args.shape)
 
@@ -100,21 +113,26 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     load_start = H.load_average()
     rows: list[dict] = []
+
+    def save(plots: list[str], done: bool) -> str:
+        meta = H.metadata(device, args.quick, main_shape, argv)
+        meta.update(load_average_1m_start=load_start, complete=done, ops_done=sorted({r["op"] for r in rows}),
+                    seconds=round(time.perf_counter() - started, 1))
+        H.add_derived(rows, meta["peak_gbps"])
+        targets = H.evaluate_targets(rows, device, main_shape)
+        return H.write_results(args.out, meta, rows, targets, plots)
+
     for op in args.ops:
         for case in OPS[op](device, args.quick, args.shape):
             rows += H.run_case(case, backends, opts, log=log)
-    meta = H.metadata(device, args.quick, main_shape, argv)
-    meta["load_average_1m_start"] = load_start
-    H.add_derived(rows, meta["peak_gbps"])
-    targets = H.evaluate_targets(rows, device, main_shape)
+        save([], done=False)  # an interrupted run keeps the tables it finished
     from .plots import make_plots
 
     plots = make_plots(rows, args.out)
-    meta["seconds"] = round(time.perf_counter() - started, 1)
-    md = H.write_results(args.out, meta, rows, targets, plots)
+    md = save(plots, done=True)
     print(md)
     log(f"bench: wrote {args.out / 'results.json'}, {args.out / 'results.md'}"
-        + "".join(f", {args.out / p}" for p in plots) + f" in {meta['seconds']} s")
+        + "".join(f", {args.out / p}" for p in plots) + f" in {time.perf_counter() - started:.1f} s")
     return 0
 
 

@@ -581,7 +581,10 @@ def markdown(meta: dict, rows: list[dict], targets: list[dict], plots: list[str]
     lines.append(f"- device: {meta['device_name']} ({meta['device_type']}), torch {meta['torch']}, "
                  f"triton {meta.get('triton') or 'n/a'}, threads {meta['threads']}")
     lines.append(f"- git {meta['git_sha']}, {meta['time_utc']}, mode {'quick' if meta['quick'] else 'full'}, "
-                 f"main shape {meta['main_shape']}")
+                 f"main shape {meta['main_shape']}, {meta.get('seconds', '?')} s")
+    if not meta.get("complete", True):
+        lines.append(f"- **partial**: the run was still going (or was interrupted); tables done: "
+                     f"{', '.join(meta.get('ops_done', []))}")
     loads = [v for v in (meta.get("load_average_1m_start"), meta.get("load_average_1m")) if v is not None]
     if not gpu and loads and meta.get("cpu_count") and max(loads) > 0.75 * meta["cpu_count"]:
         lines.append(f"- **warning**: 1-minute load average {' / '.join(map(str, loads))} (start / end) on "
