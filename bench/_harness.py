@@ -156,20 +156,21 @@ def smooth_logits(shape, device, dtype=torch.float32, seed: int = 0, cell: int =
     selection and the LCR boundary mask are all non-trivial.
     """
     b, c, h, w = shape
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.randn((b, c, max(1, h // cell), max(1, w // cell)), generator=g) * scale
+    device = torch.device(device)
+    g = torch.Generator(device=device).manual_seed(seed)  # generated where it is used: fast on GPU
+    coarse = torch.randn((b, c, max(1, h // cell), max(1, w // cell)), generator=g, device=device) * scale
     x = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)
-    x += torch.randn((b, c, h, w), generator=g) * noise
-    return x.to(device=device, dtype=dtype)
+    x += torch.randn((b, c, h, w), generator=g, device=device) * noise
+    return x.to(dtype=dtype)
 
 
 def label_map(shape, device, seed: int = 1, ignore_fraction: float = 0.05, ignore_index: int = 255) -> torch.Tensor:
     """Integer labels (B, H, W) with regions and ``ignore_fraction`` of pixels set to ``ignore_index``."""
     b, c, h, w = shape
-    lab = smooth_logits((b, c, h, w), "cpu", seed=seed, cell=32, noise=0.0).argmax(dim=1)
-    g = torch.Generator().manual_seed(seed + 1)
-    lab[torch.rand((b, h, w), generator=g) < ignore_fraction] = ignore_index
-    return lab.to(device)
+    lab = smooth_logits((b, c, h, w), device, seed=seed, cell=32, noise=0.0).argmax(dim=1)
+    g = torch.Generator(device=torch.device(device)).manual_seed(seed + 1)
+    lab[torch.rand((b, h, w), generator=g, device=device) < ignore_fraction] = ignore_index
+    return lab
 
 
 # ------------------------------------------------------------------------------------------------- memory
