@@ -364,7 +364,8 @@ class RunOptions:
 
 def _row_base(case: Case, backend: str, device: torch.device) -> dict:
     return {
-        "op": case.op, "case": case.label, "shape": shape_str(case.shape), "dtype": str(case.dtype).replace("torch.", ""),
+        "op": case.op, "case": case.label, "shape": shape_str(case.shape),
+        "dtype": str(case.dtype).replace("torch.", ""),
         "device": device.type, "backend": backend, "params": dict(case.params), "sweep": case.sweep, "x": case.x,
         "status": "ok", "note": "", "median_ms": None, "q20_ms": None, "q80_ms": None, "repeats": None,
         "method": None, "first_call_ms": None, "peak_mem_mib": None, "bytes": case.nbytes,
