@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import authors  # noqa: E402
 from bench import _harness as H  # noqa: E402
+from bench import __main__ as bench_main  # noqa: E402
 
 TABLES = ("pixel_entropy", "region_scores", "pixel_scores", "select_regions", "losses", "k_sweep", "size_sweep")
 
@@ -90,19 +91,20 @@ def test_runner_writes_markdown_and_plots(quick_run):
     assert not list(out.glob(".*.tmp")), "a temporary file was left behind"
 
 
-def test_help_names_every_option():
-    proc = subprocess.run([sys.executable, "-m", "bench", "--help"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert proc.returncode == 0
-    for opt in ("--quick", "--out", "--ops", "--backends", "--device", "--shape", "--budget"):
-        assert opt in proc.stdout
+def test_help_names_every_option(capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench_main.main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for opt in ("--quick", "--out", "--ops", "--backends", "--device", "--shape", "--budget", "--threads"):
+        assert opt in text
 
 
 @pytest.mark.parametrize("bad", [["--shape", "1x19x0x4"], ["--ops", "nonsense"], ["--backends", "gpu"]])
-def test_bad_arguments_are_named(bad):
-    proc = subprocess.run([sys.executable, "-m", "bench", *bad], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert proc.returncode == 2 and bad[0] in proc.stderr
+def test_bad_arguments_are_named(bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench_main.main(bad)
+    assert exc.value.code == 2 and bad[0] in capsys.readouterr().err
 
 
 def test_peak_bandwidth_table():
