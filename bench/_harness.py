@@ -208,6 +208,10 @@ class _CpuMemory:
         # Small threshold: every large block is its own mapping and is unmapped when freed, so RSS follows the
         # live allocations. Afterwards 32 MiB, the ceiling glibc's dynamic threshold converges to, for timing.
         self._threshold(64 * 1024)
+        if self._libc is not None:
+            # Free heap memory stays resident and would serve the call's allocations without the resident set
+            # growing; malloc_trim returns it to the system first, so reusing it shows up as new resident pages.
+            self._libc.malloc_trim(0)
         try:
             before = self._status_kib("VmRSS")
             try:
