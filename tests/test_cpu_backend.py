@@ -211,6 +211,21 @@ def test_nl_parity(dtype, name, threshold, gen):
     check_loss_parity(rk.negative_learning_loss, "cpu", x, threshold=threshold)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_losses_wide_rows_and_nonfinite_logits(dtype, gen):
+    # Rows wider than a vector register (the kernels run pixel-inner), then NaN, +inf and all -inf pixels: NL leaves
+    # NaN probabilities out of its mask, and their gradients are NaN as with autograd through torch.softmax.
+    x = random_logits((2, 5, 6, 37), dtype=dtype, generator=gen, scale=2.0)
+    labels = torch.randint(0, 3, (2, 6, 37), generator=gen)
+    for kind, neighbors in [("l1", 8), ("kl", 4)]:
+        check_loss_parity(rk.local_consistency_loss, "cpu", x, labels, kind=kind, neighbors=neighbors)
+    check_loss_parity(rk.negative_learning_loss, "cpu", x)
+    x[0, 1, 2, 3] = float("nan")
+    x[1, :, 4, 5] = float("-inf")
+    x[1, 2, 0, 30] = float("inf")
+    check_loss_parity(rk.negative_learning_loss, "cpu", x)
+
+
 @pytest.mark.parametrize("kind,neighbors", [("l1", 8), ("kl", 4)])
 def test_gradcheck_lcr(kind, neighbors):
     g = torch.Generator().manual_seed(3)

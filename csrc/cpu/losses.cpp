@@ -4,7 +4,13 @@
 // backward) and the box/cross mean is read from it with replicate padding. The backward gathers, for every pixel r,
 // d loss / d p_r = [r boundary] dg/dp (p_r, mean_r) + (1/K) sum over the (q, offset) pairs whose clamped neighbour is r
 // of [q boundary] dg/dmean (p_q, mean_q), then applies the softmax Jacobian. NL: rows in parallel, per-pixel terms.
-// Sums are accumulated in double. Extra memory O(C x W) per thread.
+// Sums are accumulated in double. Extra memory O(C x W) per thread. The per-row loops run class-outer, pixel-inner
+// so they vectorise (softmax with the polynomial exp of ripu/common.h, which keeps NaN where torch's exp gives NaN).
+// FP exceptions are never inspected here (see scores.cpp).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -18,27 +24,71 @@ namespace cpu {
 
 namespace {
 
-// buf[c * W + j] (logits) -> softmax probabilities in place; m and s are W-long scratch.
+// buf[c * W + j] (logits) -> softmax probabilities in place; m and s are W-long scratch. As torch.softmax: a pixel
+// with a NaN logit, +inf, or only -inf logits is NaN in every class (exp of a NaN difference stays NaN).
 template <typename T>
-void softmax_row(T* buf, int64_t C, int64_t W, T* m, T* s) {
+RIPU_CPU_CLONES void softmax_row(T* buf, int64_t C, int64_t W, T* m_, T* s_) {
+  T* __restrict m = m_;
+  T* __restrict s = s_;
   for (int64_t j = 0; j < W; ++j) {
     m[j] = buf[j];
     s[j] = T(0);
   }
   for (int64_t c = 1; c < C; ++c) {
-    const T* xc = buf + c * W;
+    const T* __restrict xc = buf + c * W;
+#pragma omp simd
     for (int64_t j = 0; j < W; ++j) m[j] = xc[j] > m[j] ? xc[j] : m[j];
   }
   for (int64_t c = 0; c < C; ++c) {
-    T* xc = buf + c * W;
+    T* __restrict xc = buf + c * W;
+#pragma omp simd
     for (int64_t j = 0; j < W; ++j) {
-      xc[j] = rexp(xc[j] - m[j]);
-      s[j] += xc[j];
+      const T z = xc[j] - m[j];
+      const T e = z != z ? z : rexp_fast(z);
+      xc[j] = e;
+      s[j] += e;
     }
   }
   for (int64_t c = 0; c < C; ++c) {
-    T* xc = buf + c * W;
+    T* __restrict xc = buf + c * W;
+#pragma omp simd
     for (int64_t j = 0; j < W; ++j) xc[j] = xc[j] / s[j];
+  }
+}
+
+// g[j] += w * src[j + shift] for j in [j0, j1).
+template <typename T>
+RIPU_CPU_CLONES void axpy_shifted(T* __restrict g, const T* __restrict src, T w, int64_t j0, int64_t j1,
+                                  int64_t shift) {
+#pragma omp simd
+  for (int64_t j = j0; j < j1; ++j) g[j] += w * src[j + shift];
+}
+
+// Softmax backward of one row: g (C x W, d loss / d p before scaling) is scaled in place, then
+// out[c * sC + j * sW] = p (g - sum_c p g). dot is W-long scratch.
+template <typename T>
+RIPU_CPU_CLONES void softmax_backward_row(const T* __restrict p, T* __restrict g, T scale, T* __restrict dot,
+                                          int64_t C, int64_t W, T* out, int64_t sC, int64_t sW) {
+  for (int64_t j = 0; j < W; ++j) dot[j] = T(0);
+  for (int64_t c = 0; c < C; ++c) {
+    const T* __restrict pc = p + c * W;
+    T* __restrict gc = g + c * W;
+#pragma omp simd
+    for (int64_t j = 0; j < W; ++j) {
+      gc[j] *= scale;
+      dot[j] += pc[j] * gc[j];
+    }
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    const T* __restrict pc = p + c * W;
+    const T* __restrict gc = g + c * W;
+    T* oc = out + c * sC;
+    if (sW == 1) {
+#pragma omp simd
+      for (int64_t j = 0; j < W; ++j) oc[j] = softmax_backward(pc[j], gc[j], dot[j]);
+    } else {
+      for (int64_t j = 0; j < W; ++j) oc[j * sW] = softmax_backward(pc[j], gc[j], dot[j]);
+    }
   }
 }
 
@@ -91,7 +141,7 @@ struct LcrWorker {
   const int (*off)[2];
   RowRing<T> p;   // softmax rows
   RowRing<T> ab;  // per row: dg/dp (first C*W) and dg/dmean (next C*W), zero off the boundary
-  std::vector<T> m, s, mean;
+  std::vector<T> m, s, mean, g, dot;
   std::vector<char> bnd;
 
   LcrWorker(const S* x_, const RowSource<T>& src_, const int64_t* labels_, LcrKind kind_, int neighbors_,
@@ -99,7 +149,7 @@ struct LcrWorker {
       : x(x_), src(src_), labels(labels_), kind(kind_), neighbors(neighbors_), ignore(ignore_), C(src_.d.C),
         H(src_.d.H), W(src_.d.W), K(neighbors_ == 8 ? 9 : 5), off(neighbors_ == 8 ? kOff8 : kOff4),
         p(p_slots, src_.d.C * src_.d.W), ab(ab_slots, 2 * src_.d.C * src_.d.W), m(W), s(W), mean(C),
-        bnd(static_cast<size_t>(W)) {}
+        g(static_cast<size_t>(C * W)), dot(W), bnd(static_cast<size_t>(W)) {}
 
   const T* prob(int64_t b, int64_t r) {
     const int64_t key = b * H + r;
@@ -168,37 +218,60 @@ struct LcrWorker {
     return buf;
   }
 
-  // dx of row r of image b (scale = grad / number of boundary pixels).
+  // w[dq + 1][dj + 1] = number of offsets o by which neighbour q = (r + dq, j + dj) (inside the image) reaches
+  // (r, j) after replicate clamping: how often q's d loss / d mean enters the gradient of p at (r, j).
+  void tap_weights(int64_t r, int64_t j, T w[3][3]) const {
+    for (int dq = 0; dq < 3; ++dq)
+      for (int dj = 0; dj < 3; ++dj) w[dq][dj] = T(0);
+    for (int o = 0; o < K; ++o)
+      for (int dq = -1; dq <= 1; ++dq) {
+        const int64_t qi = r + dq;
+        if (qi < 0 || qi >= H || clamp_index(qi + off[o][0], H) != r) continue;
+        for (int dj = -1; dj <= 1; ++dj) {
+          const int64_t qj = j + dj;
+          if (qj >= 0 && qj < W && clamp_index(qj + off[o][1], W) == j) w[dq + 1][dj + 1] += T(1);
+        }
+      }
+  }
+
+  // dx of row r of image b (scale = grad / number of boundary pixels). The gather weights are the same for every
+  // column 1 <= j <= W - 2 (clamping only changes them at the two edge columns), so the interior is a 3 x 3 stencil
+  // over the d loss / d mean rows, class-outer and vectorised; the edge columns are gathered one by one.
   void backward_row(int64_t b, int64_t r, T scale, T* dx, const Dims4& dd) {
-    const T* pr = prob(b, r);
     const T* abq[3] = {nullptr, nullptr, nullptr};  // rows r-1, r, r+1
     for (int dq = -1; dq <= 1; ++dq)
       if (r + dq >= 0 && r + dq < H) abq[dq + 1] = grads(b, r + dq);
-    pr = prob(b, r);  // the ring may have been refilled; re-fetch (cached, cheap)
-    std::vector<T>& g = mean;  // reuse as the per-pixel gradient buffer
+    const T* pr = prob(b, r);  // after grads(): rows r-2..r+2 fit in the 5-slot ring, so this stays valid
     const T invK = T(1) / static_cast<T>(K);
-    for (int64_t j = 0; j < W; ++j) {
-      for (int64_t c = 0; c < C; ++c) g[c] = abq[1][c * W + j];
-      for (int o = 0; o < K; ++o) {
-        for (int dq = -1; dq <= 1; ++dq) {
-          const int64_t qi = r + dq;
-          if (qi < 0 || qi >= H || clamp_index(qi + off[o][0], H) != r) continue;
-          const T* bm = abq[dq + 1] + C * W;
-          for (int dj = -1; dj <= 1; ++dj) {
-            const int64_t qj = j + dj;
-            if (qj < 0 || qj >= W || clamp_index(qj + off[o][1], W) != j) continue;
-            for (int64_t c = 0; c < C; ++c) g[c] += invK * bm[c * W + qj];
-          }
+    T* G = g.data();
+    std::copy(abq[1], abq[1] + C * W, G);  // d loss / d p of the row itself
+    if (W >= 3) {
+      T w[3][3];
+      tap_weights(r, 1, w);
+      for (int64_t c = 0; c < C; ++c)
+        for (int dq = 0; dq < 3; ++dq) {
+          if (!abq[dq]) continue;
+          const T* bm = abq[dq] + C * W + c * W;
+          for (int dj = 0; dj < 3; ++dj)
+            if (w[dq][dj] != T(0)) axpy_shifted<T>(G + c * W, bm, w[dq][dj] * invK, 1, W - 1, dj - 1);
+        }
+    }
+    const int64_t edges[2] = {0, W - 1};
+    for (int e = 0; e < (W > 1 ? 2 : 1); ++e) {
+      const int64_t j = edges[e];
+      T w[3][3];
+      tap_weights(r, j, w);
+      for (int dq = 0; dq < 3; ++dq) {
+        if (!abq[dq]) continue;
+        const T* bm = abq[dq] + C * W;
+        for (int dj = 0; dj < 3; ++dj) {
+          const int64_t qj = j + dj - 1;
+          if (w[dq][dj] == T(0) || qj < 0 || qj >= W) continue;
+          for (int64_t c = 0; c < C; ++c) G[c * W + j] += w[dq][dj] * invK * bm[c * W + qj];
         }
       }
-      T dot = T(0);
-      for (int64_t c = 0; c < C; ++c) {
-        g[c] *= scale;
-        dot += pr[c * W + j] * g[c];
-      }
-      T* o = dx + b * dd.sB + r * dd.sH + j * dd.sW;
-      for (int64_t c = 0; c < C; ++c) o[c * dd.sC] = softmax_backward(pr[c * W + j], g[c], dot);
     }
+    softmax_backward_row<T>(pr, G, scale, dot.data(), C, W, dx + b * dd.sB + r * dd.sH, dd.sC, dd.sW);
   }
 };
 
@@ -283,6 +356,35 @@ void lcr_backward(T grad, const S* logits, const Dims4& d, const int64_t* labels
   }
 }
 
+namespace {
+
+// NL terms of one softmax row: t[q] = -log(1 - p + 1e-6) where p < threshold, else 0; returns their sum (double) and
+// adds the number of masked entries to count. The masked argument lies in [1e-6, 1 + 1e-6], where the polynomial
+// log is accurate; NaN probabilities are never masked.
+template <typename T>
+RIPU_CPU_CLONES double nl_row_terms(const T* __restrict p, int64_t n, T threshold, int64_t& count) {
+  double total = 0.0;
+  int64_t cnt = 0;
+#pragma omp simd reduction(+ : total, cnt)
+  for (int64_t q = 0; q < n; ++q) {
+    const bool masked = nl_masked(p[q], threshold);
+    const T t = nl_term(masked ? p[q] : T(0));
+    total += masked ? static_cast<double>(t) : 0.0;
+    cnt += masked ? 1 : 0;
+  }
+  count += cnt;
+  return total;
+}
+
+// g[q] = d term / d p where p < threshold, else 0.
+template <typename T>
+RIPU_CPU_CLONES void nl_row_grads(const T* __restrict p, T* __restrict g, int64_t n, T threshold) {
+#pragma omp simd
+  for (int64_t q = 0; q < n; ++q) g[q] = nl_masked(p[q], threshold) ? nl_term_grad(p[q]) : T(0);
+}
+
+}  // namespace
+
 template <typename S, typename T>
 T nl_forward(const S* logits, const Dims4& d, T threshold) {
   const RowSource<T> src(d, Resize{false, d.H, d.W, false});
@@ -297,13 +399,7 @@ T nl_forward(const S* logits, const Dims4& d, T threshold) {
     for (int64_t r = 0; r < rows; ++r) {
       load_row<S, T>(logits, src, r / d.H, r % d.H, buf.data());
       softmax_row<T>(buf.data(), C, W, m.data(), s.data());
-      for (int64_t q = 0; q < C * W; ++q) {
-        const T p = buf[q];
-        if (nl_masked(p, threshold)) {
-          total += static_cast<double>(nl_term(p));
-          ++count;
-        }
-      }
+      total += nl_row_terms<T>(buf.data(), C * W, threshold, count);
     }
   }
   return static_cast<T>(total / static_cast<double>(std::max<int64_t>(count, 1)));
@@ -314,6 +410,7 @@ void nl_backward(T grad, const S* logits, const Dims4& d, T threshold, T* dx, co
   const RowSource<T> src(d, Resize{false, d.H, d.W, false});
   const int64_t C = d.C, W = d.W, rows = d.B * d.H;
   if (rows == 0 || W == 0) return;
+  // The mask count normalises every gradient, so it takes a pass of its own.
   int64_t count = 0;
 #pragma omp parallel reduction(+ : count)
   {
@@ -322,31 +419,24 @@ void nl_backward(T grad, const S* logits, const Dims4& d, T threshold, T* dx, co
     for (int64_t r = 0; r < rows; ++r) {
       load_row<S, T>(logits, src, r / d.H, r % d.H, buf.data());
       softmax_row<T>(buf.data(), C, W, m.data(), s.data());
-      for (int64_t q = 0; q < C * W; ++q) count += nl_masked(buf[q], threshold);
+      int64_t cnt = 0;
+#pragma omp simd reduction(+ : cnt)
+      for (int64_t q = 0; q < C * W; ++q) cnt += nl_masked(buf[q], threshold) ? 1 : 0;
+      count += cnt;
     }
   }
   const T scale = static_cast<T>(static_cast<double>(grad) / static_cast<double>(std::max<int64_t>(count, 1)));
 #pragma omp parallel
   {
-    std::vector<T> buf(static_cast<size_t>(C * W)), m(W), s(W), dot(W);
+    std::vector<T> buf(static_cast<size_t>(C * W)), g(static_cast<size_t>(C * W)), m(W), s(W), dot(W);
 #pragma omp for schedule(dynamic, 8)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t b = r / d.H, i = r % d.H;
       load_row<S, T>(logits, src, b, i, buf.data());
       softmax_row<T>(buf.data(), C, W, m.data(), s.data());
-      std::fill(dot.begin(), dot.end(), T(0));
-      // g_c = scale * mask * d term / dp, kept in m-sized passes: first the dot products, then dx
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t j = 0; j < W; ++j) {
-          const T p = buf[c * W + j];
-          if (nl_masked(p, threshold)) dot[j] += p * (scale * nl_term_grad(p));
-        }
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t j = 0; j < W; ++j) {
-          const T p = buf[c * W + j];
-          const T g = nl_masked(p, threshold) ? scale * nl_term_grad(p) : T(0);
-          dx[b * dd.sB + c * dd.sC + i * dd.sH + j * dd.sW] = softmax_backward(p, g, dot[j]);
-        }
+      nl_row_grads<T>(buf.data(), g.data(), C * W, threshold);
+      softmax_backward_row<T>(buf.data(), g.data(), scale, dot.data(), C, W, dx + b * dd.sB + i * dd.sH, dd.sC,
+                              dd.sW);
     }
   }
 }

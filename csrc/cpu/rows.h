@@ -1,10 +1,18 @@
-// Internal to csrc/cpu: gathering one row of logits (optionally bilinearly resized) into a class-major buffer.
+// Internal to csrc/cpu: gathering one row of logits (optionally bilinearly resized) into a class-major buffer,
+// and the multi-versioning macro of the hot loops.
 #pragma once
 
 #include <vector>
 
 #include "cpu/ripu_cpu.h"
 #include "ripu/bilinear_math.h"
+
+// The hot per-row loops get an AVX2 clone chosen at load time (GCC function multi-versioning, x86-64 only).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(RIPU_NO_CLONES)
+#define RIPU_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define RIPU_CPU_CLONES
+#endif
 
 namespace ripu {
 namespace cpu {

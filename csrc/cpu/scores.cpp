@@ -45,13 +45,6 @@ int num_threads() {
 
 namespace {
 
-// The hot per-row loops get an AVX2 clone chosen at load time (GCC function multi-versioning, x86-64 only).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(RIPU_NO_CLONES)
-#define RIPU_CPU_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define RIPU_CPU_CLONES
-#endif
-
 // Per-thread scratch of pass 1.
 template <typename T>
 struct RowScratch {

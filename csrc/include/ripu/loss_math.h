@@ -42,8 +42,9 @@ RIPU_HOST_DEVICE inline bool lcr_is_boundary(int64_t laplacian, int64_t label, i
 template <typename T>
 RIPU_HOST_DEVICE inline bool nl_masked(T p, T threshold) { return p < threshold; }
 
+// For p in [0, 1] the argument lies in [1e-6, 1 + 1e-6], inside the domain of rlog_fast (positive normal).
 template <typename T>
-RIPU_HOST_DEVICE inline T nl_term(T p) { return -rlog(T(1) - p + T(1e-6)); }
+RIPU_HOST_DEVICE inline T nl_term(T p) { return -rlog_fast(T(1) - p + T(1e-6)); }
 
 // d(-log(1 - p + 1e-6)) / dp
 template <typename T>
