@@ -13,18 +13,9 @@
 namespace ripu {
 namespace cpu {
 
-// A (B, C, H, W) tensor viewed through element strides (NCHW, channels-last or any strided slice).
-struct Dims4 {
-  int64_t B, C, H, W;
-  int64_t sB, sC, sH, sW;
-};
-
-// Optional fused bilinear resize to (H2, W2); when !enabled the output size is (H, W).
-struct Resize {
-  bool enabled;
-  int64_t H2, W2;
-  bool align_corners;
-};
+// Tensor geometry and the optional resize (ripu/common.h).
+using ripu::Dims4;
+using ripu::Resize;
 
 // Threads the launchers use (OpenMP's current maximum).
 int num_threads();

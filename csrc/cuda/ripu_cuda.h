@@ -18,18 +18,9 @@
 namespace ripu {
 namespace gpu {
 
-// A (B, C, H, W) tensor viewed through element strides (NCHW, channels-last or any strided slice).
-struct Dims4 {
-  int64_t B, C, H, W;
-  int64_t sB, sC, sH, sW;
-};
-
-// Optional fused bilinear resize to (H2, W2); when !enabled the output size is (H, W).
-struct Resize {
-  bool enabled;
-  int64_t H2, W2;
-  bool align_corners;
-};
+// Tensor geometry and the optional resize (ripu/common.h).
+using ripu::Dims4;
+using ripu::Resize;
 
 // Device scratch memory. get(bytes) returns a device pointer (aligned to at least 256 bytes) that stays valid, and
 // is used only by work enqueued on the launcher's stream, until the launcher's caller releases the workspace.

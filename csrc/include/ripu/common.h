@@ -15,6 +15,19 @@
 
 namespace ripu {
 
+// A (B, C, H, W) tensor viewed through element strides (NCHW, channels-last or any strided slice).
+struct Dims4 {
+  int64_t B, C, H, W;
+  int64_t sB, sC, sH, sW;
+};
+
+// Optional fused bilinear resize to (H2, W2); when !enabled the output size is (H, W).
+struct Resize {
+  bool enabled;
+  int64_t H2, W2;
+  bool align_corners;
+};
+
 // IEEE binary16 storage (layout-compatible with at::Half / __half): read as float.
 struct half_t {
   uint16_t bits;
