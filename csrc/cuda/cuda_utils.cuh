@@ -1,5 +1,6 @@
 // Device-side helpers shared by the CUDA kernels (not by the CPU code): fast reads of the four stored logit types,
-// launch-geometry helpers and a deterministic block reduction. The per-pixel maths stays in csrc/include/ripu/.
+// error propagation (RIPU_TRY), launch-geometry helpers and a deterministic block reduction. The per-pixel maths
+// stays in csrc/include/ripu/.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -9,6 +10,13 @@
 #include <cstdint>
 
 #include "ripu/common.h"
+
+// Inside a launcher returning cudaError_t: return the first error of a CUDA call (or of the last launch).
+#define RIPU_TRY(expr)                \
+  do {                                \
+    const cudaError_t e_ = (expr);    \
+    if (e_ != cudaSuccess) return e_; \
+  } while (0)
 
 namespace ripu {
 namespace gpu {

@@ -283,12 +283,6 @@ int partial_blocks(int64_t total) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(g, kMaxPartials)));
 }
 
-#define RIPU_TRY(expr)                \
-  do {                                \
-    const cudaError_t e_ = (expr);    \
-    if (e_ != cudaSuccess) return e_; \
-  } while (0)
-
 }  // namespace
 
 template <typename S, typename T>

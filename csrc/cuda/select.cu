@@ -315,12 +315,6 @@ __global__ void __launch_bounds__(kScanThreads)
   if (threadIdx.x == 0) counts[b] = s_cnt;
 }
 
-#define RIPU_TRY(expr)                    \
-  do {                                    \
-    const cudaError_t e_ = (expr);        \
-    if (e_ != cudaSuccess) return e_;     \
-  } while (0)
-
 }  // namespace
 
 template <typename T>
