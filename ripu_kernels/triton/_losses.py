@@ -22,7 +22,7 @@ import triton.language as tl
 from torch.library import register_autograd, triton_op
 
 from ._common import compute_dtype, launch, next_pow2, tile_shape
-from ._scores import _to_ct
+from ._scores import _pixels, _to_ct
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -39,17 +39,6 @@ def _softmax_tile(x_ptr, b, oh, ow, pm, C, s_b, s_c, s_h, s_w, IS_F64: tl.conste
     mx = tl.max(x, axis=1)
     ex = tl.exp(x - mx[:, None])
     return ex / tl.sum(ex, axis=1)[:, None], m2
-
-
-@triton.jit
-def _pixels(BLOCK_P: tl.constexpr, H, W):
-    pid = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
-    pm = p < H * W
-    oh = p // W
-    ow = p - oh * W
-    return pid, b, p, pm, oh, ow
 
 
 # --------------------------------------------------------------------------------------- negative learning

@@ -34,6 +34,18 @@ def _to_ct(v, IS_F64: tl.constexpr):
 
 
 @triton.jit
+def _pixels(BLOCK_P: tl.constexpr, H, W):
+    """The BLOCK_P output pixels of program (program_id(0), image program_id(1)): flat index, mask, row, column."""
+    pid = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
+    pm = p < H * W
+    oh = p // W
+    ow = p - oh * W
+    return pid, b, p, pm, oh, ow
+
+
+@triton.jit
 def _scalar_ct(v, IS_F64: tl.constexpr):
     """A scalar (runtime or specialised constant) as a 0-d tensor of the compute dtype."""
     if IS_F64:
@@ -79,12 +91,7 @@ def _pixel_kernel(x_ptr, e_ptr, y_ptr, C, H_in, W_in, H, W, s_b, s_c, s_h, s_w,
                   BLOCK_P: tl.constexpr, C_PAD: tl.constexpr):
     """Entropy (and argmax label) of BLOCK_P pixels of image ``program_id(1)``; logits read as a
     [BLOCK_P, C_PAD] tile with the caller's strides (coalesced along whichever axis has stride 1)."""
-    pid = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
-    pm = p < H * W
-    oh = p // W
-    ow = p - oh * W
+    pid, b, p, pm, oh, ow = _pixels(BLOCK_P, H, W)
     ch = tl.arange(0, C_PAD)
     cm = ch < C
     m2 = pm[:, None] & cm[None, :]
