@@ -111,6 +111,20 @@ __host__ __device__ inline WindowLayout window_layout(int64_t C, int64_t halo_w)
   return L;
 }
 
+// Running sums of a (2k+1)-wide window along one segment [jb, je) of output columns: dst[j] = sum of
+// src[max(j-k, 0) .. min(j+k, W-1)]. src and dst are indexed by image column; A is the accumulator type.
+template <typename A, typename V>
+__device__ inline void slide_window_row(const V* src, A* dst, int64_t jb, int64_t je, int64_t k, int64_t W) {
+  A acc = 0;
+  for (int64_t x = max(jb - k, int64_t(0)), hi = min(jb + k + 1, W); x < hi; ++x) acc += src[x];
+  dst[jb] = acc;
+  for (int64_t j = jb + 1; j < je; ++j) {
+    if (j + k < W) acc += src[j + k];
+    if (j - k - 1 >= 0) acc -= src[j - k - 1];
+    dst[j] = acc;
+  }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kTileW) window_kernel(WindowArgs<T> a) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -184,38 +198,13 @@ __global__ void __launch_bounds__(kTileW) window_kernel(WindowArgs<T> a) {
         const int64_t jb = j0 + seg * kSegL;
         const int64_t je = min(jb + kSegL, j1);
         if (jb >= je) continue;
-        int64_t lo = max(jb - k, int64_t(0)), hi = min(jb + k + 1, W);  // window of jb, image columns
-        if (cls < C) {
-          const uint16_t* cc = colcnt + static_cast<int64_t>(cls) * wt - c_lo;  // indexed by image column
-          uint32_t acc = 0;
-          for (int64_t x = lo; x < hi; ++x) acc += cc[x];
-          uint32_t* out = hcnt + static_cast<int64_t>(cls) * kTileW - j0;
-          out[jb] = acc;
-          for (int64_t j = jb + 1; j < je; ++j) {
-            if (j + k < W) acc += cc[j + k];
-            if (j - k - 1 >= 0) acc -= cc[j - k - 1];
-            out[j] = acc;
-          }
+        if (cls < C) {  // indexed by image column on both sides
+          slide_window_row<uint32_t>(colcnt + static_cast<int64_t>(cls) * wt - c_lo,
+                                     hcnt + static_cast<int64_t>(cls) * kTileW - j0, jb, je, k, W);
         } else if (cls == C) {
-          const int32_t* cn = colnan - c_lo;
-          int32_t acc = 0;
-          for (int64_t x = lo; x < hi; ++x) acc += cn[x];
-          hnan[jb - j0] = acc;
-          for (int64_t j = jb + 1; j < je; ++j) {
-            if (j + k < W) acc += cn[j + k];
-            if (j - k - 1 >= 0) acc -= cn[j - k - 1];
-            hnan[j - j0] = acc;
-          }
+          slide_window_row<int32_t>(colnan - c_lo, hnan - j0, jb, je, k, W);
         } else {
-          const double* cs = colsum - c_lo;
-          double acc = 0.0;
-          for (int64_t x = lo; x < hi; ++x) acc += cs[x];
-          hsum[jb - j0] = acc;
-          for (int64_t j = jb + 1; j < je; ++j) {
-            if (j + k < W) acc += cs[j + k];
-            if (j - k - 1 >= 0) acc -= cs[j - k - 1];
-            hsum[j - j0] = acc;
-          }
+          slide_window_row<double>(colsum - c_lo, hsum - j0, jb, je, k, W);
         }
       }
       __syncthreads();
