@@ -19,7 +19,7 @@ once (as the authors' ``nn.Module`` builds them in ``__init__``) and reused.
   convolution of the label map for the boundary, ``loss = d[mask].mean()``; NL on the softmax probabilities.
 
 Constant factors differ from the SPEC (``log C`` normalisation, ``1e-6`` inside the logarithms); the rankings are
-the same. ``tests/test_bench_smoke.py`` checks these functions against the reference.
+the same. ``tests/bench/test_bench_smoke.py`` checks these functions against the reference.
 """
 from __future__ import annotations
 

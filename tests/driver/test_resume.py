@@ -17,7 +17,7 @@ from ripu_kernels.data.synthetic import SyntheticStreets
 from ripu_kernels.resume import ResumableBatches
 from ripu_kernels.train import InfiniteBatches
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # 6 target images acquired in batches of 2 (3 journalled commits per round), rounds at 2 and 4,
 # resume points every 3 iterations and before each round
 TINY = ["threads=1", "data.batch_size=2", "data.synthetic.height=24", "data.synthetic.width=48",

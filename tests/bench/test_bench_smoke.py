@@ -17,7 +17,7 @@ import torch
 
 import ripu_kernels as rk
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench import authors  # noqa: E402

@@ -138,8 +138,7 @@ def test_training_is_deterministic(tmp_path):
 
 
 def test_train_on_fake_gtav_and_cityscapes_trees(tmp_path):
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_driver_data import _png, _rgb, make_cityscapes
+    from .test_data import _png, _rgb, make_cityscapes
 
     gta = tmp_path / "GTAV"
     raw = np.zeros((16, 32), np.uint8)

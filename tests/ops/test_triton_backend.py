@@ -31,7 +31,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::RuntimeWarning"),
 ]
 
-# (atol, rtol) per compute dtype from tests/_tol.py; half/bfloat16 logits are computed in float32 by both backends.
+# (atol, rtol) per compute dtype from tests/ops/_tol.py; half/bfloat16 logits are computed in float32 by both backends.
 TOL = {dt: (tol(dt)["atol"], tol(dt)["rtol"]) for dt in (torch.float32, torch.float64)}
 
 
@@ -40,7 +40,7 @@ def _ct(dtype):
 
 
 def assert_close(actual, expected, atol, rtol, what, where=None):
-    """tests/_tol.py's verbose allclose (NaN patterns equal); with ``where``, values are compared only there."""
+    """tests/ops/_tol.py's verbose allclose (NaN patterns equal); with ``where``, values are compared only there."""
     if where is not None:
         nan_a, nan_e = torch.isnan(actual).cpu(), torch.isnan(expected).cpu()
         assert torch.equal(nan_a, nan_e), (f"{what}: NaN pattern differs at {int((nan_a != nan_e).sum())} places, "

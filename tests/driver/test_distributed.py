@@ -17,7 +17,7 @@ from ripu_kernels.cli import main
 from ripu_kernels.data.synthetic import SyntheticStreets
 from ripu_kernels.distributed import shard_indices
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # source-only steps (target losses start at the round, LCR/NL off) so that 1 and 2 ranks do the same maths
 TINY = ["threads=1", "data.batch_size=2", "data.synthetic.height=24", "data.synthetic.width=48",
         "data.synthetic.n_source=8", "data.synthetic.n_target_train=6", "data.synthetic.n_target_val=4",
