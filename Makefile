@@ -9,16 +9,19 @@ EXT_SOURCES := $(shell find csrc python -name '*.cpp' -o -name '*.h' -o -name '*
 
 setup: $(VENV)/.installed
 
-$(VENV)/.deps: requirements-dev.txt
+$(VENV)/.deps:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip setuptools wheel ninja
 	# torch is pinned and installed on its own: letting pip resolve it pulls gigabytes of CUDA wheels.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==$(TORCH_VERSION)
-	$(PY) -m pip install -q -r requirements-dev.txt
+	# ... and every later install is constrained to the torch now in the venv
+	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/constraints.txt
 	touch $@
 
+# The package with its extension and the extras the demo and the tests use (driver, test, triton).
 $(VENV)/.installed: $(VENV)/.deps setup.py pyproject.toml $(EXT_SOURCES)
-	MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m pip install -q --no-build-isolation -c $(VENV)/constraints.txt \
+	  -e ".[driver,test,triton]"
 	touch $@
 
 test: setup

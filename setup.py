@@ -57,16 +57,26 @@ def _extensions():
 
 ext_modules, cmdclass = _extensions()
 
+# The kernel library needs torch alone; the training driver (`ripu`, ripu_kernels.driver) brings its own extra.
+DRIVER_REQUIRES = ["numpy", "pyyaml", "omegaconf>=2.3", "tqdm", "pillow", "matplotlib", "opencv-python-headless",
+                   "torchdata>=0.10"]
+
 setup(
     name="ripu_kernels",
     version="0.1.0",
     description="Fused, exact kernels and a training driver for RIPU region-based active domain adaptation",
+    license="MIT",
+    license_files=["LICENSE"],
     packages=find_packages(include=["ripu_kernels", "ripu_kernels.*"]),
-    package_data={"ripu_kernels": ["configs/*.yaml"]},
-    python_requires=">=3.9",
-    install_requires=["torch>=2.4", "numpy", "pyyaml", "tqdm", "pillow", "matplotlib"],
-    extras_require={"triton": ["triton>=3.0"], "test": ["pytest", "hypothesis", "pytest-benchmark"]},
-    entry_points={"console_scripts": ["ripu = ripu_kernels.cli:main"]},
+    package_data={"ripu_kernels.driver": ["configs/*.yaml"]},
+    python_requires=">=3.10",
+    install_requires=["torch>=2.4"],
+    extras_require={
+        "driver": DRIVER_REQUIRES,
+        "triton": ["triton>=3.0"],
+        "test": ["pytest", "pytest-xdist", "hypothesis", "pytest-benchmark", "numpy"],
+    },
+    entry_points={"console_scripts": ["ripu = ripu_kernels.driver.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     options={"bdist_wheel": {"py_limited_api": "cp39"}} if ext_modules else {},

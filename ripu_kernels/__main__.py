@@ -1,6 +1,6 @@
-"""``python -m ripu_kernels``: the ``ripu`` command line."""
+"""``python -m ripu_kernels``: the ``ripu`` command line (the training driver, ``ripu_kernels.driver``)."""
 import sys
 
-from .cli import main
+from .driver.cli import main
 
 sys.exit(main())

@@ -1,4 +1,4 @@
-"""Budgets, acquisition, the simulated oracle, the mask store and the ledger (tests of ripu_kernels.active)."""
+"""Budgets, acquisition, the simulated oracle, the mask store and the ledger (ripu_kernels.driver.active)."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from ripu_kernels.active import (AcquisitionError, Budget, Ledger, MaskStore, SimulatedOracle, acquire,
-                                 pa_pixels_per_round, ra_regions_per_round)
-from ripu_kernels.data.synthetic import SyntheticStreets
+from ripu_kernels.driver.active import (AcquisitionError, Acquirer, BatchWriter, Budget, Ledger, MaskStore,
+                                        SimulatedOracle)
+from ripu_kernels.driver.active.budget import pa_pixels_per_round, ra_regions_per_round
+from ripu_kernels.driver.data.synthetic import SyntheticStreets
 
 
 class FixedModel(torch.nn.Module):
@@ -56,8 +57,9 @@ def test_budgets_follow_the_spec():
 def _round(model, target, tmp_path, budget, round_idx, ledger=None, store=None):
     store = store or MaskStore(tmp_path / "state")
     ledger = ledger if ledger is not None else Ledger.load(tmp_path / "state" / "ledger.json", budget.mode, budget.k)
-    stats = acquire(model, target, range(len(target)), store, ledger, budget, round_idx, 100 + round_idx,
-                    oracle=SimulatedOracle(target), batch_size=4, ledger_path=tmp_path / "state" / "ledger.json")
+    writer = BatchWriter(store, tmp_path / "state" / "ledger.json")
+    stats = Acquirer(model, budget, batch_size=4).run(target, range(len(target)), ledger, store, writer, round_idx,
+                                                      100 + round_idx, oracle=SimulatedOracle(target))
     return stats, store, ledger
 
 
@@ -163,14 +165,14 @@ def test_corrupt_or_mismatched_state_is_reported(tmp_path, target):
     path.write_bytes(b"not a png")
     with pytest.raises(AcquisitionError, match="cannot read .*00000"):
         store.labels("target/train/00000", (24, 40))
-    from ripu_kernels.utils.io import atomic_save_png
+    from ripu_kernels.driver.io import atomic_save_png
 
     atomic_save_png(store.active_path("a/b"), np.zeros((5, 5), np.uint8))
-    with pytest.raises(AcquisitionError, match="5x5 but image 'a/b'"):
+    with pytest.raises(AcquisitionError, match=r"shape \(5, 5\) but image 'a/b'"):
         store.active("a/b", (24, 40))
     (tmp_path / "ledger.json").write_text("{broken")
     with pytest.raises(AcquisitionError, match="cannot read"):
         Ledger.load(tmp_path / "ledger.json")
-    with pytest.raises(ValueError, match="not a safe relative name"):
+    with pytest.raises(AcquisitionError, match="not a safe relative name"):
         store.label_path("../escape")
     assert not list(tmp_path.rglob("*.tmp"))

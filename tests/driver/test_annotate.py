@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ripu_kernels.annotate import region_boxes
-from ripu_kernels.cli import main
-from ripu_kernels.data.synthetic import SyntheticStreets
+from ripu_kernels.driver.active.annotate import region_boxes
+from ripu_kernels.driver.cli import main
+from ripu_kernels.driver.data.synthetic import SyntheticStreets
 
 TINY = ["threads=1", "data.synthetic.height=24", "data.synthetic.width=48", "model.width=8", "train.iters=3",
         "active.rounds_at=[1]", "active.batch_size=2"]
@@ -19,8 +19,8 @@ H, W = 24, 48
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from ripu_kernels.config import load_config
-    from ripu_kernels.train import Trainer
+    from ripu_kernels.driver.config import load_config
+    from ripu_kernels.driver.engine.trainer import Trainer
 
     root = tmp_path_factory.mktemp("ann")
     cfg = load_config("demo", [f"out_dir={root / 'run'}", *TINY])

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ripu_kernels.config import ConfigError, load_config, packaged_config
+from ripu_kernels.driver.config import ConfigError, load_config, packaged_config
 
 PACKAGED = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(os.path.dirname(packaged_config("demo")),
                                                                              "*.yaml")))
@@ -58,8 +58,18 @@ def test_unknown_keys_are_named(tmp_path):
 
 
 def test_bad_values_are_named(tmp_path):
-    with pytest.raises(ConfigError, match="'train.iters' expects int"):
+    with pytest.raises(ConfigError, match="override: bad value for config key 'train.iters'"):
         load_config("demo", ["train.iters=abc"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: demo\ntrain:\n  flip: maybe\ndata:\n  target_size: [10, x]\n")
+    with pytest.raises(ConfigError, match=rf"{bad}: bad value for config key 'train.flip'"):
+        load_config(str(bad))
+    bad.write_text("data:\n  target_size: [10, x]\n")
+    with pytest.raises(ConfigError, match=r"bad value for config key 'data.target_size\[1\]'"):
+        load_config(str(bad))
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(str(bad))
     with pytest.raises(ConfigError, match="active.mode must be"):
         load_config("demo", ["active.mode=xx"])
     with pytest.raises(ConfigError, match="active.rounds_at must be increasing"):

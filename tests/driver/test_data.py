@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ripu_kernels.data import DataError
-from ripu_kernels.data.cityscapes import ID_TO_TRAINID_19, Cityscapes
-from ripu_kernels.data.folder_images import ImageFolder
-from ripu_kernels.data.gtav import GTAV
-from ripu_kernels.data.synthetic import CLASS_NAMES, SyntheticStreets, make_sample
-from ripu_kernels.data.synthia import Synthia
-from ripu_kernels.utils.png import read_png, write_png16
+from ripu_kernels.driver.data import DataError
+from ripu_kernels.driver.data.cityscapes import ID_TO_TRAINID_19, Cityscapes
+from ripu_kernels.driver.data.folder_images import ImageFolder
+from ripu_kernels.driver.data.gtav import GTAV
+from ripu_kernels.driver.data.synthetic import CLASS_NAMES, SyntheticStreets, make_sample
+from ripu_kernels.driver.data.synthia import Synthia
+from ripu_kernels.driver.io import read_label_png, read_png
 
 
 def test_synthetic_is_deterministic_and_two_domains_differ():
@@ -106,13 +106,73 @@ def test_gtav_layout(tmp_path):
         GTAV(str(tmp_path), list_file=str(tmp_path / "nope.txt"))
 
 
-def test_synthia_reads_16bit_labels(tmp_path):
+def _png_filter_types(path) -> set[int]:
+    """The PNG filter type byte of every row of a non-interlaced PNG (to prove which filter a file uses)."""
+    import struct
+    import zlib
+
+    blob = path.read_bytes()
+    pos, idat, header = 8, b"", None
+    while pos < len(blob):
+        length, tag = struct.unpack(">I4s", blob[pos:pos + 8])
+        body = blob[pos + 8:pos + 8 + length]
+        if tag == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif tag == b"IDAT":
+            idat += body
+        pos += 12 + length
+    width, height, depth, colour = header[:4]
+    stride = width * {0: 1, 2: 3, 4: 2, 6: 4}[colour] * depth // 8 + 1
+    raw = zlib.decompress(idat)
+    return {raw[y * stride] for y in range(height)}
+
+
+def _write_png16_with(path, rgb: np.ndarray, png_filter: int) -> None:
+    """A 16-bit RGB PNG written by OpenCV (libpng) with one PNG row filter."""
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok = cv2.imwrite(str(path), rgb[..., ::-1], [cv2.IMWRITE_PNG_FILTER, png_filter])
+    assert ok
+
+
+@pytest.mark.parametrize("name,code", [("none", 0), ("sub", 1), ("up", 2), ("average", 3), ("paeth", 4)])
+def test_read_png_decodes_every_filter_of_16bit_rgb(tmp_path, name, code):
+    import cv2
+
+    flag = {"none": cv2.IMWRITE_PNG_FILTER_NONE, "sub": cv2.IMWRITE_PNG_FILTER_SUB, "up": cv2.IMWRITE_PNG_FILTER_UP,
+            "average": cv2.IMWRITE_PNG_FILTER_AVG, "paeth": cv2.IMWRITE_PNG_FILTER_PAETH}[name]
+    rgb = np.random.default_rng(code).integers(0, 65536, (37, 53, 3), dtype=np.uint16)
+    rgb[0, 0] = (65535, 1, 256)  # high and low bytes distinct in each channel
+    path = tmp_path / f"{name}.png"
+    _write_png16_with(path, rgb, flag)
+    assert _png_filter_types(path) == {code}, "the file does not use the filter under test"
+    got = read_png(path)
+    assert got.dtype == np.uint16 and got.shape == rgb.shape
+    np.testing.assert_array_equal(got, rgb)          # every value, in RGB order
+    np.testing.assert_array_equal(read_label_png(path), rgb[..., 0])
+
+
+def test_read_png_keeps_palette_indices_and_names_bad_files(tmp_path):
+    pal = Image.fromarray(np.array([[0, 7, 26], [33, 255, 7]], np.uint8), mode="P")
+    pal.putpalette([v for i in range(256) for v in (i, 255 - i, (7 * i) % 256)])
+    pal.save(tmp_path / "p.png")
+    np.testing.assert_array_equal(read_label_png(tmp_path / "p.png"), [[0, 7, 26], [33, 255, 7]])
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(DataError, match="bad.png"):
+        read_png(tmp_path / "bad.png")
+    with pytest.raises(DataError, match="file not found: .*missing.png"):
+        read_png(tmp_path / "missing.png")
+
+
+def test_synthia_reads_paeth_filtered_16bit_labels(tmp_path):
+    import cv2
+
     lab = np.zeros((4, 6, 3), np.uint16)
     lab[..., 0] = np.array([3, 4, 2, 8, 0, 300])[None, :]   # road, sidewalk, building, car, void, out of range
     lab[..., 1] = 1000                                       # instance ids in channel 1 must be ignored
     _png(tmp_path / "RGB" / "0000000.png", _rgb(4, 6))
-    write_png16(str(tmp_path / "GT" / "LABELS" / "0000000.png"), lab)
-    np.testing.assert_array_equal(read_png(str(tmp_path / "GT" / "LABELS" / "0000000.png")), lab)
+    _write_png16_with(tmp_path / "GT" / "LABELS" / "0000000.png", lab, cv2.IMWRITE_PNG_FILTER_PAETH)
     ds = Synthia(str(tmp_path), size_wh=None)
     np.testing.assert_array_equal(ds.load_label(0)[0], [0, 1, 2, 12, 255, 255])
     assert ds.num_classes == 16 and ds[0]["label"].shape == (4, 6)

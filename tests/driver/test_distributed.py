@@ -13,11 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ripu_kernels.cli import main
-from ripu_kernels.data.synthetic import SyntheticStreets
-from ripu_kernels.distributed import shard_indices
+from ripu_kernels.driver.cli import main
+from ripu_kernels.driver.data.synthetic import SyntheticStreets
+from ripu_kernels.driver.data.sampling import shard_indices
 
 ROOT = Path(__file__).resolve().parents[2]
+KILL = Path(__file__).resolve().parent / "_kill.py"
 # source-only steps (target losses start at the round, LCR/NL off) so that 1 and 2 ranks do the same maths
 TINY = ["threads=1", "data.batch_size=2", "data.synthetic.height=24", "data.synthetic.width=48",
         "data.synthetic.n_source=8", "data.synthetic.n_target_train=6", "data.synthetic.n_target_val=4",
@@ -36,7 +37,7 @@ def _env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["OMP_NUM_THREADS"] = "1"
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "RIPU_CRASH_AT"):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     return env
 
@@ -68,12 +69,10 @@ def one(tmp_path_factory):
 
 def _torchrun(out, tmp_path, crash_at=None, resume=False):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "ripu_kernels", "train",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           *([str(KILL), crash_at] if crash_at else ["-m", "ripu_kernels"]), "train",
            "--no-progress", *(["--resume", str(out)] if resume else ["--config", "demo", f"out_dir={out}", *TINY])]
-    env = _env()
-    if crash_at:
-        env["RIPU_CRASH_AT"] = crash_at
-    return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
 
 def test_two_gloo_ranks_match_one_process(one, tmp_path):
@@ -90,8 +89,8 @@ def test_two_gloo_ranks_match_one_process(one, tmp_path):
     s0, s1 = (json.loads((two / "state" / "ledgers" / "round_0" / n).read_text()) for n in shards)
     assert len(s0["images"]) == len(s1["images"]) == 3  # 6 images, 3 per rank, none twice
     # training: DDP with half the global batch per rank does the maths of one process with the whole batch
-    w1 = torch.load(one / "checkpoints" / "round_0.pth", weights_only=False)["model"]
-    w2 = torch.load(two / "checkpoints" / "round_0.pth", weights_only=False)["model"]
+    w1 = torch.load(one / "checkpoints" / "round_0.pth", weights_only=True)["model"]
+    w2 = torch.load(two / "checkpoints" / "round_0.pth", weights_only=True)["model"]
     diff = max(float((w2[k] - w1[k]).abs().max()) for k in w1 if w1[k].is_floating_point())
     print(f"largest weight difference between 1 and 2 ranks after 2 steps: {diff:.3g}")
     for k in w1:
@@ -127,8 +126,8 @@ def test_killed_two_rank_round_resumes(one, tmp_path, resume_ranks):
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """A checkpoint of a freshly initialised tiny model and a folder of 5 target images with labels."""
-    from ripu_kernels.config import load_config
-    from ripu_kernels.train import Trainer
+    from ripu_kernels.driver.config import load_config
+    from ripu_kernels.driver.engine.trainer import Trainer
 
     root = tmp_path_factory.mktemp("sel")
     cfg = load_config("demo", [f"out_dir={root / 'run'}", *TINY])
@@ -176,12 +175,11 @@ def test_select_shards_give_the_masks_and_ledger_of_one_run(folder, tmp_path, ca
 def test_killed_select_reruns_to_the_same_result(folder, tmp_path):
     single, killed = tmp_path / "single", tmp_path / "killed"
     assert _select(folder, single, "active.batch_size=2") == 0
-    args = [sys.executable, "-m", "ripu_kernels", "select", "--checkpoint",
+    # killed after the journal and the shard ledger, between the masks of the 1st batch
+    args = [sys.executable, str(KILL), "write:4", "select", "--checkpoint",
             str(folder / "run" / "checkpoints" / "init.pth"), "--images", str(folder / "imgs"), "--labels",
             str(folder / "labs"), "--out", str(killed), "--no-progress", "active.batch_size=2"]
-    env = _env()
-    env["RIPU_CRASH_AT"] = "write:4"  # journal, shard ledger, then killed between the masks of the 1st batch
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert list(killed.rglob("*.journal.npz"))
     assert _select(folder, killed, "active.batch_size=2") == 0  # the same command again

@@ -11,8 +11,8 @@ from PIL import Image
 import sys
 from pathlib import Path
 
-from ripu_kernels.cli import main
-from ripu_kernels.data.synthetic import SyntheticStreets
+from ripu_kernels.driver.cli import main
+from ripu_kernels.driver.data.synthetic import SyntheticStreets
 
 TINY = ["threads=1", "data.batch_size=2", "data.synthetic.height=24", "data.synthetic.width=48",
         "data.synthetic.n_source=8", "data.synthetic.n_target_train=6", "data.synthetic.n_target_val=4",
@@ -125,8 +125,8 @@ def test_cli_errors_name_the_key_or_file(tmp_path, capsys):
 
 
 def test_training_is_deterministic(tmp_path):
-    from ripu_kernels.config import load_config
-    from ripu_kernels.train import Trainer
+    from ripu_kernels.driver.config import load_config
+    from ripu_kernels.driver.engine.trainer import Trainer
 
     results = []
     for name in ("a", "b"):
@@ -166,10 +166,10 @@ def test_train_on_fake_gtav_and_cityscapes_trees(tmp_path):
 
 
 def test_training_goes_through_the_public_fused_ops(tmp_path, monkeypatch):
-    """LCR, NL and the acquisition (scores with size=label size, then select_regions) use ripu_kernels.ops."""
-    from ripu_kernels import ops
-    from ripu_kernels.config import load_config
-    from ripu_kernels.train import Trainer
+    """LCR, NL and the acquisition (scores with size=label size, then select_regions) use the public ops."""
+    import ripu_kernels as ops
+    from ripu_kernels.driver.config import load_config
+    from ripu_kernels.driver.engine.trainer import Trainer
 
     calls = {"lcr": 0, "nl": 0, "scores": [], "select": 0}
     real = {name: getattr(ops, name) for name in ("local_consistency_loss", "negative_learning_loss",
@@ -204,3 +204,38 @@ def test_training_goes_through_the_public_fused_ops(tmp_path, monkeypatch):
     assert calls["select"] == 4       # 6 target images in batches of 4, two rounds
     # logits at 1/8 of 24x48 are scored at the label resolution through the fused resize
     assert all(shape == (3, 6) and size == (24, 48) and k == 1 for shape, size, k in calls["scores"])
+
+
+def test_eval_every_round_false_evaluates_only_at_the_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", "demo", "--no-progress", f"out_dir={out}", *TINY,
+                 "train.eval_every_round=false"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "miou" not in metrics["rounds"][0] and 0 <= metrics["rounds"][-1]["miou"] <= 100
+    assert "miou_before_rounds" not in metrics
+    log = (out / "train.log").read_text()
+    assert "before round" not in log and log.count("[final]") == 1 and "[round 1] iteration 4" in log
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split() == ["0", "2", table[1].split()[2], "-"]  # round 0 printed without an mIoU
+
+
+def test_checkpoints_are_read_without_unpickling_code(run, tmp_path, capsys):
+    """A checkpoint that carries a pickled object (code on load) is refused, naming the file; nothing runs."""
+    class Payload:
+        def __reduce__(self):
+            return (print, ("PWNED",))
+
+    evil = tmp_path / "evil.pth"
+    state = torch.load(run / "checkpoints" / "final.pth", weights_only=True)
+    state["extra"] = Payload()
+    torch.save(state, evil)
+    assert main(["eval", "--checkpoint", str(evil), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert "PWNED" not in captured.out and str(evil) in captured.err and "weights_only" in captured.err
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    assert main(["select", "--checkpoint", str(tmp_path / "junk.pth"), "--images", str(tmp_path),
+                 "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "junk.pth" in capsys.readouterr().err
+    torch.save({"model": {}}, tmp_path / "other.pth")
+    assert main(["eval", "--checkpoint", str(tmp_path / "other.pth"), "--no-progress"]) == 2
+    assert "is not a ripu_kernels checkpoint" in capsys.readouterr().err

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ripu_kernels.config import ModelConfig
-from ripu_kernels.models.deeplab import build_model
-from ripu_kernels.models.resnet import FrozenBatchNorm2d, ResNet, load_pretrained
+from ripu_kernels.driver.config import ModelConfig
+from ripu_kernels.driver.models.deeplab import build_model
+from ripu_kernels.driver.models.resnet import FrozenBatchNorm2d, ResNet, load_pretrained
 
 
 def test_resnet_output_stride_8_and_frozen_bn():

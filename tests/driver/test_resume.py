@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from ripu_kernels.cli import main
-from ripu_kernels.data.synthetic import SyntheticStreets
-from ripu_kernels.resume import ResumableBatches
-from ripu_kernels.train import InfiniteBatches
+from ripu_kernels.driver.cli import main
+from ripu_kernels.driver.data.synthetic import SyntheticStreets
+from ripu_kernels.driver.data.base import collate
+from ripu_kernels.driver.data.sampling import BatchStream
 
 ROOT = Path(__file__).resolve().parents[2]
+KILL = Path(__file__).resolve().parent / "_kill.py"
 # 6 target images acquired in batches of 2 (3 journalled commits per round), rounds at 2 and 4,
 # resume points every 3 iterations and before each round
 TINY = ["threads=1", "data.batch_size=2", "data.synthetic.height=24", "data.synthetic.width=48",
@@ -34,7 +35,7 @@ def _state(out: Path) -> dict[str, bytes]:
 
 
 def _weights(out: Path) -> dict:
-    return torch.load(out / "checkpoints" / "final.pth", weights_only=False)["model"]
+    return torch.load(out / "checkpoints" / "final.pth", weights_only=True)["model"]
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +48,8 @@ def reference(tmp_path_factory):
 def _killed_run(out: Path, crash_at: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["RIPU_CRASH_AT"] = crash_at
     env.pop("WORLD_SIZE", None)
-    proc = subprocess.run([sys.executable, "-m", "ripu_kernels", "train", "--config", "demo", "--no-progress",
+    proc = subprocess.run([sys.executable, str(KILL), crash_at, "train", "--config", "demo", "--no-progress",
                            f"out_dir={out}", *TINY], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
     return proc
@@ -102,29 +102,56 @@ def test_resume_refuses_a_changed_config_and_a_missing_run(reference, tmp_path, 
         main(["train", "--resume", str(reference), "--config", "demo"])
 
 
-def test_resumable_batches_follow_the_driver_order_and_resume_mid_epoch():
+class InfiniteBatches:
+    """The test oracle of the data order: endless shuffled batches of a plain DataLoader, each epoch a new
+    permutation from one seeded generator, the incomplete last batch dropped."""
+
+    def __init__(self, dataset, batch_size: int, seed: int):
+        gen = torch.Generator().manual_seed(seed)
+        self.n, self.batch, self.gen, self.dataset = len(dataset), min(batch_size, len(dataset)), gen, dataset
+        self._batches = iter(())
+
+    def __next__(self) -> dict:
+        batch = next(self._batches, None)
+        if batch is None:
+            perm = torch.randperm(self.n, generator=self.gen).tolist()
+            sampler = [perm[i * self.batch:(i + 1) * self.batch] for i in range(self.n // self.batch)]
+            self._batches = iter(torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate))
+            batch = next(self._batches)
+        return batch
+
+
+def test_batch_stream_follows_the_oracle_order_and_resumes_mid_epoch():
     ds = SyntheticStreets("source", "train", 7, height=24, width=48)
     for batch in (3, 7):
-        a, b = InfiniteBatches(ds, batch, 5), ResumableBatches(ds, batch, 5)
+        a, b = InfiniteBatches(ds, batch, 5), BatchStream(ds, batch, 5)
         assert [next(a)["index"].tolist() for _ in range(9)] == [next(b)["index"].tolist() for _ in range(9)]
-    full = ResumableBatches(ds, 3, 11)
+    full = BatchStream(ds, 3, 11)
     seq = [next(full)["index"].tolist() for _ in range(7)]
-    part = ResumableBatches(ds, 3, 11)
+    part = BatchStream(ds, 3, 11)
     [next(part) for _ in range(3)]
     state = part.state_dict()
-    again = ResumableBatches(ds, 3, 11)
+    again = BatchStream(ds, 3, 11)
     again.load_state_dict(state)
     assert [next(again)["index"].tolist() for _ in range(4)] == seq[3:]
-    # with workers: prefetching does not move the saved position
-    w = ResumableBatches(ds, 3, 11, num_workers=1)
+    # with workers: prefetching does not move the saved position (torchdata's StatefulDataLoader)
+    w = BatchStream(ds, 3, 11, num_workers=2)
     [next(w) for _ in range(2)]
-    resumed = ResumableBatches(ds, 3, 11)
+    resumed = BatchStream(ds, 3, 11, num_workers=2)
     resumed.load_state_dict(w.state_dict())
     assert [next(resumed)["index"].tolist() for _ in range(5)] == seq[2:]
     # ranks load their slices of the same global batches
-    r0, r1 = ResumableBatches(ds, 2, 11, rank=0, world_size=2), ResumableBatches(ds, 2, 11, rank=1, world_size=2)
-    glob = ResumableBatches(ds, 2, 11)
+    r0, r1 = BatchStream(ds, 2, 11, rank=0, world_size=2), BatchStream(ds, 2, 11, rank=1, world_size=2)
+    glob = BatchStream(ds, 2, 11)
     for _ in range(5):
         assert next(r0)["index"].tolist() + next(r1)["index"].tolist() == next(glob)["index"].tolist()
     with pytest.raises(ValueError, match="divisible by the world size"):
-        ResumableBatches(ds, 3, 11, rank=0, world_size=2)
+        BatchStream(ds, 3, 11, rank=0, world_size=2)
+
+
+def test_resume_with_other_workers_is_refused_naming_the_key(reference, tmp_path, capsys):
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(reference, unfinished)
+    (unfinished / "metrics.json").unlink()
+    assert main(["train", "--resume", str(unfinished), "data.num_workers=1", "--no-progress"]) == 2
+    assert "data.num_workers" in capsys.readouterr().err

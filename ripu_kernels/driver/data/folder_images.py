@@ -7,7 +7,9 @@ import numpy as np
 
 from .base import IGNORE_INDEX, SegmentationDataset
 from .folders import IMAGE_EXTENSIONS, require_dir
-from .transforms import DataError, image_size, read_image, read_label_raw, resize_label
+from ..errors import DataError
+from ..io import read_label_png
+from .transforms import image_size, read_image, resize_label
 
 
 class ImageFolder(SegmentationDataset):
@@ -56,7 +58,7 @@ class ImageFolder(SegmentationDataset):
             raise DataError(f"{self.name}: no labels folder was given")
         img = os.path.join(self.root, self.files[index])
         path = self._label_path(self.files[index])
-        raw = read_label_raw(path)
+        raw = read_label_png(path).astype(np.int64)
         wh = image_size(img)
         if (raw.shape[1], raw.shape[0]) != tuple(wh):
             raise DataError(f"size mismatch: image {img} is {wh[0]}x{wh[1]} but its label {path} is "

@@ -1,4 +1,4 @@
-"""Command line interface ``ripu`` (also ``python -m ripu_kernels``): train, select, eval, demo."""
+"""Command line interface ``ripu`` (also ``python -m ripu_kernels``): train, select, eval, demo, and the rest."""
 from __future__ import annotations
 
 import argparse
@@ -123,10 +123,8 @@ def _load_cfg(path, overrides):
 
 
 def cmd_train(args) -> int:
-    import logging
-
-    from .distributed import init_from_env
-    from .train import Trainer, setup_logging
+    from .engine.distributed import init_from_env
+    from .engine.trainer import Trainer, setup_logging, silence_logging
 
     if args.resume:
         if args.config:
@@ -142,41 +140,36 @@ def cmd_train(args) -> int:
     else:
         cfg = _load_cfg(args.config, args.overrides)
     env, cfg.device = init_from_env(cfg.device)
+    finished = False
     try:
         if env.is_main:
             setup_logging(cfg.out_dir)
-        else:  # one log: rank 0's
-            lg = logging.getLogger("ripu")
-            lg.handlers.clear()
-            lg.addHandler(logging.NullHandler())
-            lg.propagate = False
-        metrics = Trainer(cfg, progress=_progress(args) and env.is_main, resume=bool(args.resume)).run()
+        else:
+            silence_logging()
+        metrics = Trainer(cfg, progress=_progress(args) and env.is_main, resume=bool(args.resume), env=env).run()
         if env.is_main:
             print(format_rounds(metrics))
+        finished = True
     finally:
-        if env.enabled:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        env.shutdown(wait_for_others=finished)  # after a failure, never wait for ranks that may be gone
     return 0
 
 
 def _checkpoint_cfg(args):
-    from .config import _merge_file, apply_overrides, resolve_config_path
-    from .train import load_checkpoint
+    from .config import apply_overrides, merge_file
+    from .engine.trainer import load_checkpoint
 
     model, cfg, ckpt = load_checkpoint(args.checkpoint)
     if args.config:
-        _merge_file(cfg, resolve_config_path(args.config), seen=set())
-    apply_overrides(cfg, args.overrides)
-    cfg.validate()
+        cfg = merge_file(cfg, args.config)
+    cfg = apply_overrides(cfg, args.overrides).validate()
     return model.to(cfg.device), cfg, ckpt
 
 
 def cmd_select(args) -> int:
-    from .active import Budget, MaskStore, SimulatedOracle
+    from .active import Acquirer, Budget, SimulatedOracle
+    from .active.shards import acquire_shard, merge_round
     from .data.folder_images import ImageFolder
-    from .distributed import acquire_shard, merge_round
 
     model, cfg, ckpt = _checkpoint_cfg(args)
     if cfg.active.mode not in ("ra", "pa"):
@@ -188,22 +181,21 @@ def cmd_select(args) -> int:
     size = tuple(cfg.data.target_size) if cfg.data.target != "synthetic" else None
     dataset = ImageFolder(args.images, size_wh=size, labels_root=args.labels, num_classes=cfg.data.num_classes)
     out = Path(args.out)
-    budget = Budget(cfg.active.mode, cfg.window_k, max(1, len(cfg.active.rounds_at)), cfg.active.ratio,
-                    cfg.active.pixels)
-    store = MaskStore(out)
+    budget = Budget.from_config(cfg)
+    listeners = ()
     exporter = None
     if args.export:
-        from .annotate import Exporter
+        from .active.annotate import Exporter
 
         exporter = Exporter(args.export, out, args.round, budget.mode, budget.k, budget.radius,
                             cfg.data.num_classes, dataset)
+        listeners = (exporter,)
+    acquirer = Acquirer(model, budget, cfg.device, cfg.active.batch_size, cfg.active.align_corners, _progress(args))
     start = time.time()
     # journalled per batch (a killed run can be rerun), shard ledger in out/ledgers/round_R/
-    stats = acquire_shard(model, dataset, store, budget, args.round, int(ckpt.get("iteration", 0)),
-                          args.shard, args.num_shards, oracle=SimulatedOracle(dataset) if args.labels else None,
-                          device=cfg.device, batch_size=cfg.active.batch_size,
-                          align_corners=cfg.active.align_corners, progress=_progress(args),
-                          selection_dir=out / "selected", on_commit=exporter)
+    stats = acquire_shard(acquirer, dataset, out, args.round, int(ckpt.get("iteration", 0)), args.shard,
+                          args.num_shards, oracle=SimulatedOracle(dataset) if args.labels else None,
+                          selection_dir=out / "selected", listeners=listeners)
     ledger = merge_round(out, args.round, args.num_shards, budget.mode, budget.k)
     shard = f" (shard {args.shard} of {args.num_shards})" if args.num_shards > 1 else ""
     print(f"round {args.round}{shard}: {stats['regions']} picks, {stats['pixels']} pixels on {stats['images']} "
@@ -219,7 +211,7 @@ def cmd_select(args) -> int:
 
 
 def cmd_import_labels(args) -> int:
-    from .annotate import import_labels
+    from .active.annotate import import_labels
 
     res = import_labels(args.dir, args.out)
     print(f"imported {res['pixels']} labelled pixels of {res['images']} images into {res['state_dir']}")
@@ -232,7 +224,7 @@ def cmd_import_labels(args) -> int:
 def cmd_merge_ledger(args) -> int:
     import json as _json
 
-    from .distributed import merge_round, round_dir
+    from .active.shards import merge_round, round_dir
 
     mode, k = args.mode, args.k
     if mode is None:
@@ -252,7 +244,7 @@ def cmd_merge_ledger(args) -> int:
 def cmd_eval(args) -> int:
     from .data import build_datasets
     from .evaluate import evaluate, format_table
-    from .utils.io import atomic_write_json
+    from .io import atomic_write_json
 
     model, cfg, _ = _checkpoint_cfg(args)
     _, _, val = build_datasets(cfg)
@@ -270,62 +262,16 @@ def format_rounds(metrics: dict) -> str:
     if src is not None:
         lines.append(f"{'src':>5}  {'-':>9}  {0.0:10.3f}  {src:7.2f}")
     for r in metrics["rounds"]:
-        lines.append(f"{r['round']:>5}  {r['iteration']:>9}  {100 * r['labelled_fraction']:10.3f}  {r['miou']:7.2f}")
+        miou = f"{r['miou']:7.2f}" if "miou" in r else f"{'-':>7}"
+        lines.append(f"{r['round']:>5}  {r['iteration']:>9}  {100 * r['labelled_fraction']:10.3f}  {miou}")
     lines.append(f"final mIoU {metrics['miou_final']:.2f} with {100 * metrics['labelled_fraction']:.3f}% of target "
                  f"pixels labelled")
     return "\n".join(lines)
 
 
-def _clear_previous_demo(out: Path) -> None:
-    """Remove the outputs of an earlier demo in ``out`` (only files the demo writes) so it can run again."""
-    import shutil
-
-    if not any((out / p).exists() for p in ("metrics.json", "state/ledger.json", "checkpoints/resume.pth")):
-        return
-    for name in ("state", "checkpoints"):
-        if (out / name).is_dir():
-            shutil.rmtree(out / name)
-    for name in ("metrics.json", "config.json", "train.log", "miou_vs_labelled.png", "selected_regions.png"):
-        if (out / name).exists():
-            (out / name).unlink()
-
-
-def run_demo(out: str, overrides=(), progress: bool = False) -> dict:
-    """The demo: returns the metrics written to ``out/metrics.json``."""
-    from .config import load_config, packaged_config
-    from .plots import plot_miou_curve, plot_selection
-    from .train import Trainer, log, setup_logging
-    from .utils.io import atomic_write_json
-
-    cfg = load_config(packaged_config("demo"), [f"out_dir={out}", *overrides])
-    if cfg.active.mode != "ra" or cfg.train.target_losses_before_rounds:
-        raise SystemExit("ripu demo: the demo is source-only then RA (active.mode=ra, "
-                         "train.target_losses_before_rounds=false)")
-    _clear_previous_demo(Path(out))
-    setup_logging(out)
-    started = time.time()
-    trainer = Trainer(cfg, progress=progress)
-    metrics = trainer.run()
-    metrics["miou_source_only"] = metrics.pop("miou_before_rounds")
-    metrics["iou_source_only"] = metrics.pop("iou_before_rounds")
-    metrics["wall_seconds"] = time.time() - started
-    metrics["gain"] = metrics["miou_final"] - metrics["miou_source_only"]
-    atomic_write_json(Path(out) / "metrics.json", metrics)
-    plot_miou_curve(metrics, Path(out) / "miou_vs_labelled.png")
-    tgt = trainer.target
-    # the target image with the most revealed pixels among the first few, for a telling picture
-    shape = tgt.load_label(0).shape
-    pick = max(range(min(8, len(tgt))), key=lambda i: int((trainer.store.labels(tgt.image_id(i), shape) != 255).sum()))
-    image = (tgt.load_image(pick) * 255 + 0.5).astype("uint8")
-    plot_selection(image, trainer.store.labels(tgt.image_id(pick), shape), tgt.load_label(pick),
-                   trainer.store.active(tgt.image_id(pick), shape), tgt.class_names,
-                   Path(out) / "selected_regions.png", title=f"{tgt.image_id(pick)}: RA regions after "
-                                                         f"{len(metrics['rounds'])} rounds")
-    log.info("demo finished in %.1fs", metrics["wall_seconds"])
-    return metrics
-
-
 def cmd_demo(args) -> int:
+    from .demo import run_demo
+
     metrics = run_demo(args.out, args.overrides, _progress(args))
     print(format_rounds(metrics))
     print(f"gain over source only: {metrics['gain']:+.2f} mIoU points; wall time {metrics['wall_seconds']:.0f}s; "
@@ -334,16 +280,21 @@ def cmd_demo(args) -> int:
 
 
 def main(argv=None) -> int:
-    from .active import AcquisitionError
-    from .config import ConfigError
-    from .data import DataError
+    from . import missing_dependencies
+
+    missing = missing_dependencies()
+    if missing:
+        print(f"ripu: the training driver needs its extra dependencies (missing: {', '.join(missing)}); install "
+              "them with: pip install --no-build-isolation \"ripu_kernels[driver]\"", file=sys.stderr)
+        return 2
+    from .errors import CheckpointError, RipuError
 
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "select": cmd_select, "eval": cmd_eval, "demo": cmd_demo,
                 "import-labels": cmd_import_labels, "merge-ledger": cmd_merge_ledger}
     try:
         return handlers[args.command](args)
-    except (ConfigError, DataError, AcquisitionError, FileNotFoundError, ValueError) as exc:
+    except (RipuError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"ripu {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

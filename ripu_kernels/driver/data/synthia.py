@@ -2,19 +2,16 @@
 
     ROOT/RGB/0000000.png   ROOT/GT/LABELS/0000000.png
 
-Labels are 16-bit PNGs whose first channel holds the SYNTHIA class id; they map to the 16 classes shared
+Labels are 16-bit RGB PNGs whose red channel holds the SYNTHIA class id (``driver.io.read_label_png``
+reads them, with OpenCV); they map to the 16 classes shared
 with Cityscapes. A list file, if given, holds file names (``0000000.png``). Image ids are the file stems.
 """
 from __future__ import annotations
 
 import os
 
-import numpy as np
-
-from ..utils.png import read_png
 from .cityscapes import CLASS_NAMES_16
 from .folders import PairedFolderDataset, read_list, require_dir, scan
-from .transforms import DataError
 
 # SYNTHIA class ids -> the 16 train ids (road, sidewalk, building, wall, fence, pole, light, sign, vegetation,
 # sky, person, rider, car, bus, motorcycle, bicycle)
@@ -30,10 +27,3 @@ class Synthia(PairedFolderDataset):
         names = read_list(list_file, "synthia") if list_file else scan(img_dir, ".png")
         pairs = [(os.path.splitext(n)[0], os.path.join(img_dir, n), os.path.join(lab_dir, n)) for n in names]
         super().__init__("synthia", pairs, ID_TO_TRAINID_16, tuple(size_wh) if size_wh else None, 16, CLASS_NAMES_16)
-
-    def raw_label(self, path: str) -> np.ndarray:
-        try:
-            arr = read_png(path)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"synthia: cannot read label file {path}: {exc}") from exc
-        return (arr[..., 0] if arr.ndim == 3 else arr).astype(np.int64)

@@ -1,4 +1,4 @@
-"""Image/label loading and resizing shared by the dataset loaders.
+"""Image loading and resizing shared by the dataset loaders (label PNGs are read by ``driver.io.read_label_png``).
 
 Images become float32 ``(H, W, 3)`` arrays in ``[0, 1]``; labels stay integer maps. Resizing takes a
 ``(width, height)`` pair as in the paper's settings (source 1280x720, target 1280x640): bilinear for
@@ -11,12 +11,10 @@ import os
 import numpy as np
 import torch
 
+from ..errors import DataError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class DataError(ValueError):
-    """A dataset problem (missing folder, unpaired image, corrupt file, size mismatch); names the file."""
 
 
 def _open(path: str):
@@ -40,18 +38,6 @@ def read_image(path: str, size_wh: tuple[int, int] | None = None) -> np.ndarray:
     if size_wh is not None and tuple(img.size) != tuple(size_wh):
         img = img.resize(tuple(size_wh), Image.BILINEAR)
     return np.asarray(img, dtype=np.float32) / 255.0
-
-
-def read_label_raw(path: str) -> np.ndarray:
-    """A label PNG as stored: 2-D integer array (palette indices, 8- or 16-bit grey, or channel 0 of RGB)."""
-    img = _open(path)
-    if img.mode in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
-        arr = np.asarray(img)
-    elif img.mode in ("RGB", "RGBA", "LA"):
-        arr = np.asarray(img)[..., 0]
-    else:
-        raise DataError(f"unsupported label image mode {img.mode!r} in {path}")
-    return arr.astype(np.int64)
 
 
 def image_size(path: str) -> tuple[int, int]:

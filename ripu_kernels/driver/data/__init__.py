@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from .base import IGNORE_INDEX, SegmentationDataset, collate
-from .transforms import DataError
+from ..errors import DataError
 
 __all__ = ["IGNORE_INDEX", "SegmentationDataset", "collate", "DataError", "build_datasets"]
 
 
 def build_datasets(cfg):
-    """(source train, target train with hidden labels, target val) for a :class:`ripu_kernels.config.Config`."""
+    """(source train, target train with hidden labels, target val) for a :class:`ripu_kernels.driver.config.Config`."""
     d = cfg.data
     if d.source == "synthetic" or d.target == "synthetic":
         if d.source != d.target:

@@ -6,8 +6,9 @@ import math
 import numpy as np
 import torch
 
-from .active import upsample
 from .data.base import IGNORE_INDEX, collate
+from .data.sampling import shard_indices
+from .models import upsample
 
 
 def confusion(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -68,3 +69,16 @@ def format_table(result: dict, class_names) -> str:
         lines.append(f"{name.ljust(width)}  {'   n/a' if np.isnan(v) else f'{v:6.2f}'}")
     lines.append(f"{'mIoU'.ljust(width)}  {result['miou']:6.2f}")
     return "\n".join(lines)
+
+
+def evaluate_sharded(env, model: torch.nn.Module, dataset, num_classes: int, device="cpu", batch_size: int = 4,
+                     flip: bool = False, progress: bool = False) -> dict:
+    """:func:`evaluate` with each rank of ``env`` on its shard of ``dataset``; confusion matrices summed (exact)."""
+    if not env.enabled:
+        return evaluate(model, dataset, num_classes, device, batch_size, flip, progress)
+    part = torch.utils.data.Subset(dataset, shard_indices(dataset.ids, env.rank, env.world_size))
+    part.name = getattr(dataset, "name", "val")
+    res = evaluate(model, part, num_classes, device, batch_size, flip, progress)
+    conf = env.all_reduce_sum(torch.tensor(res["confusion"], dtype=torch.int64))
+    iou, miou = iou_from_confusion(conf)
+    return {"miou": 100 * miou, "iou": [100 * v for v in iou], "confusion": conf.tolist()}

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from .utils.io import atomic_write_bytes
+from .io import atomic_write_bytes
 
 
 def _plt():

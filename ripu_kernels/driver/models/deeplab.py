@@ -71,8 +71,15 @@ class SegmentationModel(nn.Module):
         return backbone, head
 
 
+def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of logits to the label size (align_corners=True, as the authors' code)."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
+
+
 def build_model(cfg, num_classes: int) -> SegmentationModel:
-    """Model from a :class:`ripu_kernels.config.ModelConfig`."""
+    """Model from a :class:`ripu_kernels.driver.config.ModelConfig`."""
     if cfg.name not in ("deeplabv2", "deeplabv3plus"):
         raise ValueError(f"model.name must be 'deeplabv2' or 'deeplabv3plus', got {cfg.name!r}")
     if cfg.backbone == "small":

@@ -6,7 +6,9 @@ import os
 import numpy as np
 
 from .base import IGNORE_INDEX, SegmentationDataset
-from .transforms import DataError, image_size, map_labels, read_image, read_label_raw, resize_label
+from ..errors import DataError
+from ..io import read_label_png
+from .transforms import image_size, map_labels, read_image, resize_label
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -75,12 +77,9 @@ class PairedFolderDataset(SegmentationDataset):
     def load_image(self, index: int) -> np.ndarray:
         return read_image(self.pairs[index][1], self.size_wh)
 
-    def raw_label(self, path: str) -> np.ndarray:
-        return read_label_raw(path)
-
     def load_label(self, index: int) -> np.ndarray:
         _, img_path, lab_path = self.pairs[index]
-        raw = self.raw_label(lab_path)
+        raw = read_label_png(lab_path).astype(np.int64)
         img_wh = image_size(img_path)
         if (raw.shape[1], raw.shape[0]) != tuple(img_wh):
             raise DataError(f"{self.name}: size mismatch: image {img_path} is {img_wh[0]}x{img_wh[1]} but its "

@@ -21,14 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .active import IGNORE_INDEX, AcquisitionError, Ledger, MaskStore, _safe_id
-from .utils.io import atomic_save_png, atomic_write_json
+from ..errors import DataError, LabelImportError
+from ..io import atomic_save_png, atomic_write_json, read_png
+from .commit import Pick
+from .ledger import Ledger
+from .store import IGNORE_INDEX, MaskStore, image_relpath
 
 EXPORT_VERSION = 1
-
-
-class LabelImportError(AcquisitionError):
-    """A label file that cannot be imported (names the file and the rule)."""
 
 
 def region_boxes(centers: np.ndarray, radius: int, height: int, width: int) -> list[dict]:
@@ -42,7 +41,8 @@ def region_boxes(centers: np.ndarray, radius: int, height: int, width: int) -> l
 
 
 class Exporter:
-    """``on_commit`` hook of an acquisition that writes the per-image query files of the round."""
+    """A listener of an acquisition's :class:`~ripu_kernels.driver.active.commit.BatchWriter` that writes the
+    per-image query files of the round."""
 
     def __init__(self, export_dir, state_dir, round_idx: int, mode: str, k: int, radius: int, num_classes: int,
                  dataset=None, class_names=()):
@@ -52,16 +52,15 @@ class Exporter:
                        "labels_format": "uint8 PNG of train ids inside the mask, 255 = not labelled / void"}
         self.radius, self.dataset = radius, dataset
 
-    def __call__(self, ledger: Ledger, records: list[dict]) -> None:
-        for rec in records:
-            image_id = rec["id"]
-            sel = rec["selected"]
+    def __call__(self, ledger: Ledger, picks: list[Pick]) -> None:
+        for pick in picks:
+            sel = pick.selected
             h, w = sel.shape
-            name = _safe_id(image_id)
+            name = image_relpath(pick.id)
             files = getattr(self.dataset, "files", None)
-            entry = {"id": image_id, "image": files[rec["index"]] if files else None, "width": w, "height": h,
+            entry = {"id": pick.id, "image": files[pick.index] if files else None, "width": w, "height": h,
                      "mask": f"masks/{name}.png", "label": f"labels/{name}.png",
-                     "regions": region_boxes(rec["centers"], self.radius, h, w)}
+                     "regions": region_boxes(pick.centers, self.radius, h, w)}
             atomic_save_png(self.dir / "masks" / f"{name}.png", sel.astype(np.uint8) * 255)
             atomic_write_json(self.dir / "queries" / f"{name}.json", entry)
 
@@ -76,16 +75,14 @@ class Exporter:
 
 
 def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(path) as img:
-            if img.mode not in ("L", "P"):
-                raise LabelImportError(f"import-labels: {path} is a {img.mode} image; expected a single-channel "
-                                   "uint8 PNG of train ids (255 = not labelled)")
-            return np.asarray(img)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise LabelImportError(f"import-labels: cannot read {path}: {exc}") from exc
+        arr = read_png(path)
+    except DataError as exc:
+        raise LabelImportError(f"import-labels: {exc}") from exc
+    if arr.ndim != 2 or arr.dtype != np.uint8:
+        raise LabelImportError(f"import-labels: {path} is a {arr.dtype} image of shape {arr.shape}; expected a "
+                               "single-channel uint8 PNG of train ids (255 = not labelled)")
+    return arr
 
 
 def load_export(export_dir) -> dict:
@@ -148,7 +145,7 @@ def import_labels(export_dir, state_dir=None) -> dict:
     for image_id, shape, lab in todo:  # everything checked: now write
         given = lab != IGNORE_INDEX
         store.update(image_id, given, lab, store.active(image_id, shape))
-        ledger.images[image_id]["rounds"][str(rnd)]["labelled"] = int(given.sum())
+        ledger.set_labelled(image_id, rnd, int(given.sum()))
         pixels += int(given.sum())
     ledger.save(ledger_path)
     return {"images": len(todo), "pixels": pixels, "missing": missing, "state_dir": str(state)}

@@ -1,0 +1,27 @@
+"""The active-learning state and its acquisition: budgets, the mask store, the ledger, crash-safe commits,
+acquisition rounds (one process or sharded), oracles and annotators' files.
+
+| module | holds |
+| --- | --- |
+| ``budget`` | :class:`Budget`: picks per image and round, what a pick reveals and suppresses |
+| ``store`` | :class:`MaskStore`: revealed labels and suppression masks per image |
+| ``ledger`` | :class:`Ledger`: pixels and picks per image and round |
+| ``scoring`` | RA/PA scores through the public fused ops |
+| ``acquire`` | :class:`Acquirer`: one round over a list of images |
+| ``commit`` | the crash journal and the batch writer |
+| ``shards`` | shards of a round, shard ledgers and their merge, a round over the ranks |
+| ``oracle`` | :class:`SimulatedOracle` |
+| ``annotate`` | export queries for people, import their labels |
+"""
+from __future__ import annotations
+
+from ..errors import AcquisitionError
+from .acquire import Acquirer
+from .budget import Budget
+from .commit import BatchWriter, Journal, Pick
+from .ledger import Ledger
+from .oracle import SimulatedOracle
+from .store import IGNORE_INDEX, MaskStore, image_relpath
+
+__all__ = ["AcquisitionError", "Acquirer", "Budget", "BatchWriter", "Journal", "Pick", "Ledger", "SimulatedOracle",
+           "IGNORE_INDEX", "MaskStore", "image_relpath"]

@@ -1,0 +1,1 @@
+"""The training engine: the trainer, checkpoints and resume state, the LR schedule, the process group."""
