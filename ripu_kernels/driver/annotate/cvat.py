@@ -57,7 +57,7 @@ def write(export_dir: Path, header: dict, classes, entries: list[dict]) -> Path:
                   "          <attributes>", "          </attributes>", "        </label>"]
     lines += ["      </labels>", "    </task>", f"    <dumped>{now}</dumped>", "  </meta>"]
     for i, e in enumerate(entries):
-        lines.append(f"  <image id=\"{i}\" name={quoteattr(e['file'])} subset=\"default\" width=\"{e['width']}\" "
+        lines.append(f"  <image id=\"{i}\" name={quoteattr(e['file'])} width=\"{e['width']}\" "
                      f"height=\"{e['height']}\">")
         for reg in e["regions"]:
             x0, y0, x1, y1 = reg["box"]
