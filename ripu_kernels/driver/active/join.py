@@ -1,8 +1,9 @@
 """One state layout for every command: what ``STATE/`` belongs to, and whether a selection may join it.
 
-``STATE/state.json`` records who made the state and over which images: ``{"version": 1, "kind": "train" |
-"select", "ids": [...]}``. ``ripu train`` writes it for its target train set (``OUT/state``); ``ripu select``
-writes it for its pool, or adds the images of later rounds to a pool of its own. Before a selection writes
+A training run's state is ``OUT/state`` beside ``OUT/config.json``: its images are the run's target train set
+(the ledger's images once a round ran, else the target set of that config). ``ripu select`` records its own
+pool in ``STATE/state.json`` (``{"version": 1, "kind": "select", "ids": [...]}``) and adds the images of later
+rounds to it. Before a selection writes
 anything, :func:`check_join` refuses, naming the state, the image and the value, when
 
 * the state belongs to a training run and an image is not in that run's target train set (the ids differ: e.g.
@@ -49,8 +50,13 @@ def _training_ids(state_dir, manifest, ledger: Ledger):
     if manifest is not None:
         return set(manifest["ids"]) if manifest["kind"] == "train" else None
     state = Path(state_dir).resolve()
-    if state.name == "state" and (state.parent / "config.json").is_file():  # a run from before state.json
-        return set(ledger.images) or None
+    if state.name == "state" and (state.parent / "config.json").is_file():  # OUT/state of `ripu train`
+        if ledger.images:
+            return set(ledger.images)
+        from ..config import load_config
+        from ..data import build_datasets
+
+        return set(build_datasets(load_config(str(state.parent / "config.json")))[1].ids)
     return None
 
 

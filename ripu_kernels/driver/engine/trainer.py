@@ -27,7 +27,6 @@ import torch.nn.functional as F
 import ripu_kernels as rk
 
 from ..active import Acquirer, Budget, Ledger, MaskStore, SimulatedOracle
-from ..active.join import write_manifest
 from ..active.shards import acquire_round
 from ..annotate import human
 from ..config import Config, config_diff
@@ -287,8 +286,6 @@ class Trainer:
         started = time.time()
         running: dict[str, float] = {}
         start = 0
-        if self.env.is_main and self.budget is not None and not (self.state_dir / "state.json").exists():
-            write_manifest(self.state_dir, "train", self.target.ids)  # the state belongs to this target set
         if self.resume:
             start, metrics, running = self.load_resume(gen, src_batches, tgt_batches)
         if self.awaiting is not None:  # stopped for people's labels of that round: are they in?
