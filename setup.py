@@ -59,7 +59,9 @@ ext_modules, cmdclass = _extensions()
 
 # The kernel library needs torch alone; the training driver (`ripu`, ripu_kernels.driver) brings its own extra.
 DRIVER_REQUIRES = ["numpy", "pyyaml", "omegaconf>=2.3", "tqdm", "pillow", "matplotlib", "opencv-python-headless",
-                   "torchdata>=0.10"]
+                   "torchdata>=0.10", "pycocotools>=2.0"]  # pycocotools: COCO/CVAT polygons of annotators' files
+# The annotation tools' own readers, to test our exports against them (datumaro pins opencv 4.x and pillow 12.x)
+INTEROP_TEST_REQUIRES = ["pycocotools>=2.0", "datumaro>=1.10", "label-studio-converter>=0.0.59"]
 
 setup(
     name="ripu_kernels",
@@ -74,7 +76,7 @@ setup(
     extras_require={
         "driver": DRIVER_REQUIRES,
         "triton": ["triton>=3.0"],
-        "test": ["pytest", "pytest-xdist", "hypothesis", "pytest-benchmark", "numpy"],
+        "test": ["pytest", "pytest-xdist", "hypothesis", "pytest-benchmark", "numpy", *INTEROP_TEST_REQUIRES],
     },
     entry_points={"console_scripts": ["ripu = ripu_kernels.driver.cli:main"]},
     ext_modules=ext_modules,

@@ -10,7 +10,8 @@ It uses only the kernel library's public API (``import ripu_kernels as rk``: ``r
 | ``config`` + ``configs/`` | the config schema (OmegaConf structured), loading, the packaged configs |
 | ``data/`` | datasets (embedded synthetic, GTAV, SYNTHIA, Cityscapes, image folders), data order |
 | ``models/`` | ResNet backbones, DeepLab-v2/v3+ heads |
-| ``active/`` | the active-learning state: budget, mask store, ledger, journal, acquisition, annotator I/O |
+| ``active/`` | the active-learning state: budget, mask store, ledger, journal, acquisition, state joins |
+| ``annotate/`` | people in the loop: exports for CVAT / COCO / Label Studio, imports of theirs, the human oracle |
 | ``engine/`` | the trainer, checkpoints and resume state, LR schedule, the process group |
 | ``evaluate`` | mIoU, per-class IoU, flip test-time augmentation |
 | ``plots`` / ``demo`` | figures, the demo |

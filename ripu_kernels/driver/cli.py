@@ -13,9 +13,9 @@ RIPU active domain adaptation for semantic segmentation (Xie et al., CVPR 2022) 
   ripu train --config FILE [key=value ...]    a full run (configs: demo, gtav_cityscapes_ra_2.2, ...)
   ripu train --resume DIR                     continue a killed run (same masks, ledger, weights)
   torchrun --nproc_per_node N -m ripu_kernels train ...   DistributedDataParallel, sharded acquisition
-  ripu select --checkpoint CKPT --images DIR --out DIR   one acquisition round over a folder of images
-       [--shard I --num-shards N] [--export DIR]         (a shard of it; queries for human annotators)
-  ripu import-labels DIR                      labelled PNGs of an export back into the masks and ledger
+  ripu select --checkpoint CKPT --out STATE [--images DIR]   one acquisition round (the config's target train
+       [--shard I --num-shards N] [--export DIR --format F]  set, or a folder); a shard; queries for people
+  ripu import-labels DIR [--from EXPORT]      annotators' labels (CVAT, COCO, Label Studio, PNG) into the state
   ripu merge-ledger STATE --round R --num-shards N      merge the shard ledgers of a round
   ripu eval --checkpoint CKPT [--flip]        mIoU and a per-class IoU table on the target val set
 """
@@ -43,23 +43,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in DIR (its config.json and checkpoints/resume.pth) after a crash or "
                         "kill; ends with the masks, ledger and weights of an uninterrupted run. Overrides may "
                         "only change paths, device, threads, workers and logging")
+    t.add_argument("--allow-missing-labels", action="store_true",
+                   help="with active.oracle=human: continue a run that waits for people even though some queried "
+                        "images of the round have no imported labels (they stay unlabelled)")
     t.add_argument("--no-progress", action="store_true", help="disable the progress bars")
-    t.add_argument("overrides", nargs="*", help=_overrides_help())
+    t.add_argument("overrides", nargs="*", help=_overrides_help() + "; active.oracle=human stops after each "
+                   "round's export of queries (OUT/queries/round_R) until `ripu import-labels` and "
+                   "`ripu train --resume OUT`")
 
-    s = sub.add_parser("select", help="one acquisition round for a folder of images and a checkpoint",
-                       description="Score every image of a folder with a trained model and select regions (RA) "
-                                   "or pixels (PA) within the per-image budget. Writes OUT/selected/<id>.png "
-                                   "(255 = selected this round), OUT/active/<id>.png (suppression, kept across "
-                                   "rounds), OUT/ledger.json and, with --labels, OUT/labels/<id>.png (revealed "
-                                   "ground truth, 255 elsewhere). Run it again with --round N+1 on the same OUT "
-                                   "for the next round. Shard ledgers go to OUT/ledgers/round_R/ and are merged into "
-                                   "OUT/ledger.json; every batch is journalled, so a killed run is simply rerun.")
+    s = sub.add_parser("select", help="one acquisition round for a checkpoint (its target set, or a folder)",
+                       description="Score every image with a trained model and select regions (RA) or pixels (PA) "
+                                   "within the per-image budget, over the checkpoint config's target train set "
+                                   "(the images of `ripu train`, with the same ids) or over --images. Writes "
+                                   "OUT/selected/<id>.png (255 = selected this round), OUT/active/<id>.png "
+                                   "(suppression, kept across rounds), OUT/ledger.json, OUT/state.json and, with "
+                                   "--labels/--reveal, OUT/labels/<id>.png (revealed ground truth, 255 elsewhere). "
+                                   "OUT may be a training run's RUN/state: the selection joins it (same ids, its "
+                                   "suppression masks, one ledger) or is refused with the reason. Run it again "
+                                   "with --round N+1 for the next round. Shard ledgers go to OUT/ledgers/round_R/ "
+                                   "and are merged into OUT/ledger.json; every batch is journalled, so a killed run "
+                                   "is simply rerun.")
     s.add_argument("--checkpoint", required=True, help="checkpoint written by `ripu train` (its config is used)")
-    s.add_argument("--images", required=True, help="folder of .png/.jpg images (searched recursively)")
-    s.add_argument("--out", required=True, help="state folder (masks, ledger)")
+    s.add_argument("--images", default=None,
+                   help="folder of .png/.jpg images (searched recursively; ids are paths relative to it without "
+                        "extension and without Cityscapes' _leftImg8bit); default: the config's target train set")
+    s.add_argument("--out", required=True, help="state folder (masks, ledger), e.g. a training run's RUN/state")
     s.add_argument("--labels", default=None,
-                   help="optional folder of train-id label PNGs with the images' relative names: simulates the "
-                        "annotator and writes the revealed labels")
+                   help="with --images: a folder of train-id label PNGs with the images' relative names: simulates "
+                        "the annotator and writes the revealed labels")
+    s.add_argument("--reveal", action="store_true",
+                   help="without --images: reveal the target set's ground truth (the simulated annotator of "
+                        "`ripu train`)")
     s.add_argument("--round", type=int, default=0, help="round index recorded in the ledger (default 0)")
     s.add_argument("--config", default=None, help="optional YAML config overriding the checkpoint's")
     s.add_argument("--shard", type=int, default=0,
@@ -67,19 +81,35 @@ def build_parser() -> argparse.ArgumentParser:
                         "shard p %% N); shards can run at once on different machines sharing OUT")
     s.add_argument("--num-shards", type=int, default=1, help="number of shards (default 1)")
     s.add_argument("--export", default=None, metavar="DIR",
-                   help="write the queried regions for human annotators: DIR/regions.json (boxes per image), "
-                        "DIR/masks/<id>.png (255 = label these pixels); label them into DIR/labels/<id>.png "
-                        "and run `ripu import-labels DIR`")
+                   help="write the queries for people: DIR/regions.json (sizes, scale, boxes per image in the "
+                        "original image's pixels), DIR/masks/<id>.png and the --format files; label them and run "
+                        "`ripu import-labels DIR --from THEIR_EXPORT`")
+    s.add_argument("--format", default="all", metavar="F[,F...]",
+                   help="with --export: cvat (CVAT for images 1.1 XML, a box per region), cvat-mask (CVAT "
+                        "Segmentation mask 1.1), coco (COCO 1.0 JSON, RLE masks), label-studio (tasks with "
+                        "predictions + labeling config), all (default), or png (only regions.json and masks)")
     s.add_argument("--no-progress", action="store_true", help="disable the progress bars")
     s.add_argument("overrides", nargs="*", help=_overrides_help() + "; e.g. active.mode=pa active.pixels=40")
 
-    im = sub.add_parser("import-labels", help="import labelled PNGs of an export into the masks and ledger",
-                        description="Read DIR/labels/<id>.png (uint8 train ids, 255 = not labelled) written by "
-                                    "annotators for an export of `ripu select --export DIR`, check them all "
-                                    "(size, class ids, nothing outside the queried regions, no clash with labels "
-                                    "already revealed), then union them into STATE/labels and record the "
-                                    "labelled pixels in STATE/ledger.json.")
-    im.add_argument("dir", help="the export folder")
+    im = sub.add_parser("import-labels", help="import annotators' labels (CVAT, COCO, Label Studio, PNG)",
+                        description="Read the labels people made for an export (DIR = `ripu select --export DIR`, "
+                                    "or OUT/queries/round_R of a run with active.oracle=human) from EXPORT: a CVAT "
+                                    "Segmentation mask 1.1 folder or zip, CVAT for images XML, COCO JSON (RLE or "
+                                    "polygons; also Label Studio's COCO export), a Label Studio JSON export, or "
+                                    "label-id PNGs (default DIR/labels/). Labels at the original image size are "
+                                    "resized to the label resolution as ground truth is (nearest). Everything is "
+                                    "checked before anything is written: unknown classes or colours, wrong sizes "
+                                    "and clashes with revealed labels are refused naming the image and the value; "
+                                    "labels outside the queried regions are ignored and counted (refused with "
+                                    "--strict). Accepted labels are unioned into STATE/labels and each image's "
+                                    "round entry in STATE/ledger.json gets `labelled`.")
+    im.add_argument("dir", help="the export folder (holds regions.json)")
+    im.add_argument("--from", dest="source", default=None, metavar="EXPORT",
+                    help="the annotators' files: a zip, a folder, a .json or an .xml (default DIR/labels/)")
+    im.add_argument("--format", default="auto",
+                    choices=["auto", "png", "cvat-mask", "cvat", "coco", "label-studio"],
+                    help="format of EXPORT (default: detected)")
+    im.add_argument("--strict", action="store_true", help="refuse labels outside the queried regions")
     im.add_argument("--out", default=None, help="state folder (default: the one recorded in DIR/regions.json)")
 
     m = sub.add_parser("merge-ledger", help="merge the shard ledgers of a round into STATE/ledger.json",
@@ -146,8 +176,13 @@ def cmd_train(args) -> int:
             setup_logging(cfg.out_dir)
         else:
             silence_logging()
-        metrics = Trainer(cfg, progress=_progress(args) and env.is_main, resume=bool(args.resume), env=env).run()
-        if env.is_main:
+        metrics = Trainer(cfg, progress=_progress(args) and env.is_main, resume=bool(args.resume), env=env,
+                          allow_missing_labels=args.allow_missing_labels).run()
+        if env.is_main and "awaiting_labels" in metrics:
+            from .annotate.human import instructions
+
+            print(instructions(cfg.out_dir, metrics["awaiting_labels"]["round"]))
+        elif env.is_main:
             print(format_rounds(metrics))
         finished = True
     finally:
@@ -168,8 +203,8 @@ def _checkpoint_cfg(args):
 
 def cmd_select(args) -> int:
     from .active import Acquirer, Budget, SimulatedOracle
+    from .active.join import check_join, record_pool
     from .active.shards import acquire_shard, merge_round
-    from .data.folder_images import ImageFolder
 
     model, cfg, ckpt = _checkpoint_cfg(args)
     if cfg.active.mode not in ("ra", "pa"):
@@ -178,45 +213,78 @@ def cmd_select(args) -> int:
         raise SystemExit("ripu select: --round must be >= 0")
     if args.num_shards < 1 or not 0 <= args.shard < args.num_shards:
         raise SystemExit(f"ripu select: --shard must be in [0, --num-shards={args.num_shards}), got {args.shard}")
-    size = tuple(cfg.data.target_size) if cfg.data.target != "synthetic" else None
-    dataset = ImageFolder(args.images, size_wh=size, labels_root=args.labels, num_classes=cfg.data.num_classes)
+    if args.labels and not args.images:
+        raise SystemExit("ripu select: --labels goes with --images (for the config's target set use --reveal)")
+    if args.reveal and args.images:
+        raise SystemExit("ripu select: --reveal is for the config's target set; with --images give --labels DIR")
+    if args.images:
+        from .data.folder_images import ImageFolder
+
+        size = tuple(cfg.data.target_size) if cfg.data.target != "synthetic" else None
+        dataset = ImageFolder(args.images, size_wh=size, labels_root=args.labels, num_classes=cfg.data.num_classes)
+        oracle = SimulatedOracle(dataset) if args.labels else None
+        what = f"--images {args.images}"
+    else:
+        from .data import build_datasets
+
+        dataset = build_datasets(cfg)[1]
+        oracle = SimulatedOracle(dataset) if args.reveal else None
+        what = f"the target train set of {args.checkpoint}"
     out = Path(args.out)
     budget = Budget.from_config(cfg)
+    ids = dataset.ids
+    label_hw = tuple(dataset[0]["image"].shape[-2:]) if len(dataset) else None
+    check_join(out, ids, label_hw, budget.mode, budget.k, what)  # refuses before anything is written
+    record_pool(out, ids)
     listeners = ()
     exporter = None
     if args.export:
-        from .active.annotate import Exporter
+        from .annotate.classes import ClassTable, class_names_for
+        from .annotate.export import Exporter
 
         exporter = Exporter(args.export, out, args.round, budget.mode, budget.k, budget.radius,
-                            cfg.data.num_classes, dataset)
+                            ClassTable.build(class_names_for(cfg, dataset)), dataset, args.format,
+                            int(ckpt.get("iteration", 0)))
         listeners = (exporter,)
     acquirer = Acquirer(model, budget, cfg.device, cfg.active.batch_size, cfg.active.align_corners, _progress(args))
     start = time.time()
     # journalled per batch (a killed run can be rerun), shard ledger in out/ledgers/round_R/
     stats = acquire_shard(acquirer, dataset, out, args.round, int(ckpt.get("iteration", 0)), args.shard,
-                          args.num_shards, oracle=SimulatedOracle(dataset) if args.labels else None,
-                          selection_dir=out / "selected", listeners=listeners)
+                          args.num_shards, oracle=oracle, selection_dir=out / "selected", listeners=listeners)
     ledger = merge_round(out, args.round, args.num_shards, budget.mode, budget.k)
     shard = f" (shard {args.shard} of {args.num_shards})" if args.num_shards > 1 else ""
     print(f"round {args.round}{shard}: {stats['regions']} picks, {stats['pixels']} pixels on {stats['images']} "
           f"images in {time.time() - start:.1f}s; masks in {out}")
     if ledger is not None:
-        print(f"ledger {out / 'ledger.json'}: labelled fraction {100 * ledger.labelled_fraction:.3f}%")
+        print(f"ledger {out / 'ledger.json'}: {len(ledger.images)} images, {ledger.total_pixels} pixels, labelled "
+              f"fraction {100 * ledger.labelled_fraction:.3f}%")
     else:
         print(f"ledger: waiting for the other shards of round {args.round} (merged by the last one to finish, "
               f"or `ripu merge-ledger {out} --round {args.round} --num-shards {args.num_shards}`)")
     if exporter is not None:
-        print(f"queries for annotators: {exporter.finish()}")
+        path = exporter.finish(ledger)
+        print(f"queries for annotators: {path} (formats: {', '.join(exporter.formats) or 'png'}; images under "
+              f"{exporter.images.root}); then `ripu import-labels {args.export} --from THEIR_EXPORT`")
     return 0
 
 
 def cmd_import_labels(args) -> int:
-    from .active.annotate import import_labels
+    from .annotate.importer import import_labels
 
-    res = import_labels(args.dir, args.out)
-    print(f"imported {res['pixels']} labelled pixels of {res['images']} images into {res['state_dir']}")
+    res = import_labels(args.dir, args.source, args.format, args.out, args.strict)
+    print(f"imported {res['pixels']} labelled pixels of {res['images']} images ({res['format']} from "
+          f"{res['source']}) into {res['state_dir']}")
+    if res["outside"]:
+        print(f"ignored {res['outside']} labelled pixels outside the queried regions (of the original images); "
+              "--strict refuses them")
+    if res["empty"]:
+        print(f"{len(res['empty'])} images had no labels inside their queried regions (e.g. {res['empty'][0]!r}); "
+              "not imported")
+    if res["unmatched"]:
+        print(f"{len(res['unmatched'])} labelled files or images are not queried in this round and were ignored "
+              f"(e.g. {res['unmatched'][0]})")
     if res["missing"]:
-        print(f"{len(res['missing'])} queried images have no label file yet (e.g. {res['missing'][0]!r}); "
+        print(f"{len(res['missing'])} queried images have no labels yet (e.g. {res['missing'][0]!r}); "
               "run import-labels again once they are labelled")
     return 0
 

@@ -87,6 +87,8 @@ class ActiveConfig:
     rounds_at: List[int] = field(default_factory=lambda: [10000, 12000, 14000, 16000, 18000])
     align_corners: bool = True
     batch_size: int = 4
+    oracle: str = "simulated"             # simulated (ground truth) | human (stop after each round's export)
+    export_formats: List[str] = field(default_factory=lambda: ["cvat", "cvat-mask", "coco", "label-studio"])
 
 
 @dataclass
@@ -123,6 +125,12 @@ class Config:
                 raise ConfigError(f"data.{key} must be [width, height] of positive ints, got {list(v)!r}")
         if a.mode not in ("ra", "pa", "none"):
             raise ConfigError(f"active.mode must be 'ra', 'pa' or 'none', got {a.mode!r}")
+        if a.oracle not in ("simulated", "human"):
+            raise ConfigError(f"active.oracle must be 'simulated' or 'human', got {a.oracle!r}")
+        bad = [f for f in a.export_formats if f not in ("cvat", "cvat-mask", "coco", "label-studio")]
+        if bad:
+            raise ConfigError(f"active.export_formats: unknown format {bad[0]!r}; choose from cvat, cvat-mask, "
+                              "coco, label-studio")
         if not 0 <= a.ratio <= 1:
             raise ConfigError(f"active.ratio must be in [0, 1], got {a.ratio}")
         if a.pixels < 0:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ripu_kernels.driver.active.annotate import region_boxes
+from ripu_kernels.driver.annotate.export import image_entry
 from ripu_kernels.driver.cli import main
 from ripu_kernels.driver.data.synthetic import SyntheticStreets
 
@@ -50,9 +50,19 @@ def _annotate(export, truth, meta):
 
 
 def test_boxes_are_clipped_windows():
-    boxes = region_boxes(np.array([[0, 0], [5, 47]]), 1, 24, 48)
-    assert boxes[0] == {"center": [0, 0], "box": [0, 0, 1, 1], "pixels": 4}
-    assert boxes[1] == {"center": [5, 47], "box": [46, 4, 47, 6], "pixels": 6}
+    sel = np.zeros((24, 48), bool)
+    sel[0:2, 0:2] = sel[4:7, 46:48] = True
+    e = image_entry("a", "a.png", (24, 48), sel, np.array([[0, 0], [5, 47]]), 1)
+    r0, r1 = e["regions"]
+    # [x, y] everywhere; boxes [x0, y0, x1, y1] with exclusive upper bounds; same pixels at scale 1
+    assert r0 == {"center": [0.5, 0.5], "box": [0, 0, 2, 2], "label_center": [0.5, 0.5], "label_box": [0, 0, 2, 2],
+                  "pixels": 4}
+    assert r1["box"] == r1["label_box"] == [46, 4, 48, 7] and r1["center"] == [47.5, 5.5] and r1["pixels"] == 6
+    assert e["scale"] == [1.0, 1.0] and e["pixels"] == e["original_pixels"] == 10
+    # the original file twice as large: boxes and centres in its pixels
+    e2 = image_entry("a", "a.png", (48, 96), sel, np.array([[0, 0], [5, 47]]), 1)
+    assert e2["regions"][1]["box"] == [92, 8, 96, 14] and e2["regions"][1]["center"] == [95.0, 11.0]
+    assert e2["scale"] == [2.0, 2.0] and e2["original_pixels"] == 40 and e2["pixels"] == 10
 
 
 def test_export_and_import_round_trip(setup, tmp_path, capsys):
@@ -66,13 +76,14 @@ def test_export_and_import_round_trip(setup, tmp_path, capsys):
     ledger = json.loads((state / "ledger.json").read_text())
     for e in meta["images"]:
         mask = np.asarray(Image.open(export / e["mask"])) > 0
-        assert e["image"] == e["id"] + ".png" and (e["height"], e["width"]) == (H, W)
+        assert e["file"] == e["id"] + ".png" and (e["height"], e["width"]) == (H, W)
+        assert (e["label_height"], e["label_width"]) == (H, W) and e["scale"] == [1.0, 1.0]
         # the mask is exactly the union of the boxes; RA windows of one round do not overlap
         union = np.zeros((H, W), bool)
         for reg in e["regions"]:
             x0, y0, x1, y1 = reg["box"]
-            assert not union[y0:y1 + 1, x0:x1 + 1].any()
-            union[y0:y1 + 1, x0:x1 + 1] = True
+            assert not union[y0:y1, x0:x1].any()
+            union[y0:y1, x0:x1] = True
         np.testing.assert_array_equal(union, mask)
         rec = ledger["images"][e["id"]]["rounds"]["0"]
         assert rec["regions"] == len(e["regions"]) and rec["pixels"] == mask.sum() > 0
@@ -84,7 +95,7 @@ def test_export_and_import_round_trip(setup, tmp_path, capsys):
     (export / "labels" / "city" / "2.png").rename(tmp_path / "later.png")
     assert main(["import-labels", str(export)]) == 0
     out = capsys.readouterr().out
-    assert "of 2 images" in out and "no label file yet" in out and "city/2" in out
+    assert "of 2 images" in out and "no labels yet" in out and "city/2" in out
     (tmp_path / "later.png").rename(export / "labels" / "city" / "2.png")
     assert main(["import-labels", str(export)]) == 0
     ledger = json.loads((state / "ledger.json").read_text())
@@ -121,9 +132,9 @@ def _edit(export, entry, fn):
     Image.fromarray(fn(lab, np.asarray(Image.open(export / entry["mask"])) > 0)).save(path)
 
 
-def _refused(state, export, capsys, match):
+def _refused(state, export, capsys, match, *extra):
     before = {p: p.read_bytes() for p in sorted(state.rglob("*")) if p.is_file()}
-    assert main(["import-labels", str(export)]) == 2
+    assert main(["import-labels", str(export), *extra]) == 2
     err = capsys.readouterr().err
     assert match in err, err
     # a refused import writes nothing, not even for the images that were fine
@@ -136,10 +147,16 @@ def _outside(lab, mask):
     return lab
 
 
-def test_labels_outside_the_queried_regions_are_refused(answered, capsys):
-    state, export, meta, _ = answered
+def test_labels_outside_the_queried_regions_are_counted_or_refused(answered, capsys):
+    state, export, meta, truth = answered
     _edit(export, meta["images"][2], _outside)
-    _refused(state, export, capsys, "outside the queried regions of image 'city/2'")
+    _refused(state, export, capsys, "outside the queried regions of image 'city/2'", "--strict")
+    assert main(["import-labels", str(export)]) == 0
+    assert "ignored 1 labelled pixels outside the queried regions" in capsys.readouterr().out
+    e = meta["images"][2]
+    mask = np.asarray(Image.open(export / e["mask"])) > 0
+    revealed = np.asarray(Image.open(state / "labels" / (e["id"] + ".png")))
+    np.testing.assert_array_equal(revealed, np.where(mask, truth[e["id"]], 255))  # the outside pixel is not used
 
 
 def test_bad_class_ids_sizes_and_formats_are_refused(answered, capsys):
@@ -148,7 +165,7 @@ def test_bad_class_ids_sizes_and_formats_are_refused(answered, capsys):
     _edit(export, entry, lambda lab, mask: np.where(mask, 9, lab).astype(np.uint8))
     _refused(state, export, capsys, "class id 9")
     Image.fromarray(np.full((H, W + 1), 255, np.uint8)).save(export / entry["label"])
-    _refused(state, export, capsys, "49x24")
+    _refused(state, export, capsys, "is 49x24; expected 48x24")
     Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(export / entry["label"])
     _refused(state, export, capsys, "single-channel")
 

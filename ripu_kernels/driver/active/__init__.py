@@ -11,7 +11,8 @@ acquisition rounds (one process or sharded), oracles and annotators' files.
 | ``commit`` | the crash journal and the batch writer |
 | ``shards`` | shards of a round, shard ledgers and their merge, a round over the ranks |
 | ``oracle`` | :class:`SimulatedOracle` |
-| ``annotate`` | export queries for people, import their labels |
+| ``join`` | ``STATE/state.json`` and whether a selection may join a state |
+| ``annotate`` | the old import path of :mod:`ripu_kernels.driver.annotate` (exports and imports for people) |
 """
 from __future__ import annotations
 

@@ -102,9 +102,10 @@ def merge_round(state_dir, round_idx: int, num_shards: int, mode: str, k: int, r
 
 
 def acquire_round(group, acquirer: Acquirer, dataset, state_dir, round_idx: int, iteration: int,
-                  oracle=None) -> dict:
+                  oracle=None, listeners=()) -> dict:
     """A round on every rank of ``group`` (``rank``, ``world_size``, ``is_main``, ``barrier()``,
     ``all_reduce_sum(tensor)``): recover, acquire this rank's shard, merge the shard ledgers; summed stats.
+    ``listeners`` see each of this rank's batches before its commit (the annotator export).
 
     Every rank learns whether any rank failed, so none is left waiting in a later collective.
     """
@@ -115,7 +116,7 @@ def acquire_round(group, acquirer: Acquirer, dataset, state_dir, round_idx: int,
     error, stats = None, {"images": 0, "pixels": 0, "regions": 0}
     try:
         stats = acquire_shard(acquirer, dataset, state_dir, round_idx, iteration, group.rank, group.world_size,
-                              oracle=oracle)
+                              oracle=oracle, listeners=listeners)
     except Exception as exc:  # noqa: BLE001 - re-raised below, after the other ranks learnt of it
         error = exc
     failed = int(group.all_reduce_sum(torch.tensor([int(error is not None)])).item())

@@ -49,3 +49,4 @@ class Cityscapes(PairedFolderDataset):
         names_ = CLASS_NAMES_19 if num_classes == 19 else CLASS_NAMES_16
         super().__init__(f"cityscapes-{split}", pairs, mapping, tuple(size_wh) if size_wh else None, num_classes,
                          names_, hide_labels=hide_labels, native_labels=native_labels)
+        self.image_root = img_dir  # image file names of annotators' exports are relative to it

@@ -9,11 +9,14 @@ from .base import IGNORE_INDEX, SegmentationDataset
 from .folders import IMAGE_EXTENSIONS, require_dir
 from ..errors import DataError
 from ..io import read_label_png
+from .identity import image_id_from_relpath
 from .transforms import image_size, read_image, resize_label
 
 
 class ImageFolder(SegmentationDataset):
-    """Every ``*.png``/``*.jpg`` under ``root`` (recursively); ids are relative paths without extension.
+    """Every ``*.png``/``*.jpg`` under ``root`` (recursively); ids are the relative paths without extension and
+    without a dataset's file-name suffix (``data.identity``: ``city/x_leftImg8bit.png`` is ``city/x``, as the
+    Cityscapes loader names it). Two files with one id are refused.
 
     With ``labels_root`` the label of ``root/a/b.jpg`` is ``labels_root/a/b.png`` in train ids (255 = void).
     """
@@ -35,6 +38,13 @@ class ImageFolder(SegmentationDataset):
         if not files:
             raise DataError(f"images folder {root}: no .png/.jpg images found")
         self.files = sorted(files)
+        self._ids = [image_id_from_relpath(f) for f in self.files]
+        seen: dict[str, str] = {}
+        for f, image_id in zip(self.files, self._ids):
+            if image_id in seen:
+                raise DataError(f"images folder {root}: {seen[image_id]} and {f} are both image {image_id!r}; "
+                                "keep one of them")
+            seen[image_id] = f
         if labels_root:
             for f in self.files:
                 if not os.path.isfile(self._label_path(f)):
@@ -48,7 +58,11 @@ class ImageFolder(SegmentationDataset):
         return len(self.files)
 
     def image_id(self, index: int) -> str:
-        return os.path.splitext(self.files[index])[0]
+        return self._ids[index]
+
+    def image_path(self, index: int) -> str:
+        """The image file as stored (what an annotator opens)."""
+        return os.path.join(self.root, self.files[index])
 
     def load_image(self, index: int) -> np.ndarray:
         return read_image(os.path.join(self.root, self.files[index]), self.size_wh)

@@ -74,6 +74,10 @@ class PairedFolderDataset(SegmentationDataset):
     def image_id(self, index: int) -> str:
         return self.pairs[index][0]
 
+    def image_path(self, index: int) -> str:
+        """The image file as stored (what an annotator opens)."""
+        return self.pairs[index][1]
+
     def load_image(self, index: int) -> np.ndarray:
         return read_image(self.pairs[index][1], self.size_wh)
 

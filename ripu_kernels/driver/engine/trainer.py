@@ -28,10 +28,11 @@ import ripu_kernels as rk
 
 from ..active import Acquirer, Budget, Ledger, MaskStore, SimulatedOracle
 from ..active.shards import acquire_round
+from ..annotate import human
 from ..config import Config, config_diff
 from ..data import IGNORE_INDEX, build_datasets
 from ..data.sampling import BatchStream
-from ..errors import ConfigError
+from ..errors import ConfigError, LabelImportError
 from ..evaluate import evaluate_sharded, format_table
 from ..io import atomic_write_json
 from ..models import build_model, upsample
@@ -105,7 +106,7 @@ class Trainer:
     """Datasets, model, optimiser and the active-learning state of one run in ``cfg.out_dir``."""
 
     def __init__(self, cfg: Config, progress: bool = True, datasets=None, resume: bool = False,
-                 env: DistEnv | None = None):
+                 env: DistEnv | None = None, allow_missing_labels: bool = False):
         self.cfg = cfg
         self.progress = progress
         self.out = Path(cfg.out_dir)
@@ -137,6 +138,10 @@ class Trainer:
         self.ledger = Ledger(cfg.active.mode, cfg.window_k)
         self.iteration = 0
         self.history: list[dict] = []
+        # active.oracle=human: rounds export queries and the run stops until people's labels are imported
+        self.human = cfg.active.oracle == "human" and self.budget is not None
+        self.allow_missing_labels = allow_missing_labels
+        self.awaiting: int | None = None  # the round a resumed run waited for labels of
 
     # ------------------------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, name: str) -> Path:
@@ -147,7 +152,7 @@ class Trainer:
         return path
 
     def save_resume(self, metrics: dict, running: dict, gen, src_batches, tgt_batches,
-                    iteration: int | None = None) -> None:
+                    iteration: int | None = None, extra: dict | None = None) -> None:
         """The whole state needed to continue at ``iteration`` (default: the current one)."""
         if not self.env.is_main:
             return
@@ -156,7 +161,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "config": self.cfg.to_dict(), "metrics": metrics,
             "running": running, "flip_generator": gen.get_state(), "source_batches": src_batches.state_dict(),
             "target_batches": tgt_batches.state_dict(), "num_classes": self.num_classes,
-            "num_workers": self.cfg.data.num_workers, "world_size": self.env.world_size})
+            "num_workers": self.cfg.data.num_workers, "world_size": self.env.world_size, **(extra or {})})
 
     def load_resume(self, gen, src_batches, tgt_batches):
         """Restore the state saved by :meth:`save_resume`; returns (iteration, metrics, running)."""
@@ -178,6 +183,7 @@ class Trainer:
         if self.budget is not None:
             self.ledger = Ledger.load(self.ledger_path, self.budget.mode, self.budget.k)
         self.history = state["metrics"].get("rounds", [])
+        self.awaiting = state.get("awaiting_labels")
         log.info("resumed %s at iteration %d", self.out, state["iteration"])
         return int(state["iteration"]), state["metrics"], state["running"]
 
@@ -241,11 +247,18 @@ class Trainer:
         start = time.time()
         acquirer = Acquirer(self.model, self.budget, self.device, self.cfg.active.batch_size,
                             self.cfg.active.align_corners, self.progress and self.env.is_main)
+        exporter = None
+        if self.human:
+            exporter = human.make_exporter(self.cfg, self.out, self.state_dir, round_idx, self.budget, self.target,
+                                           self.iteration)
         stats = acquire_round(self.env, acquirer, self.target, self.state_dir, round_idx, self.iteration,
-                              SimulatedOracle(self.target))
+                              None if self.human else SimulatedOracle(self.target),
+                              listeners=(exporter,) if exporter else ())
         # every rank reads the masks written by the others from disk from now on
         self.store = MaskStore(self.state_dir)
         self.ledger = Ledger.load(self.ledger_path, self.budget.mode, self.budget.k)
+        if exporter is not None and self.env.is_main:
+            exporter.finish(self.ledger)
         log.info("[round %d] iteration %d: %d regions / %d pixels on %d images in %.1fs; labelled fraction %.4f%%",
                  round_idx, self.iteration, stats["regions"], stats["pixels"], stats["images"],
                  time.time() - start, 100 * self.ledger.labelled_fraction)
@@ -275,10 +288,24 @@ class Trainer:
         start = 0
         if self.resume:
             start, metrics, running = self.load_resume(gen, src_batches, tgt_batches)
+        if self.awaiting is not None:  # stopped for people's labels of that round: are they in?
+            missing = human.unlabelled(self.out, self.awaiting, self.ledger)
+            if missing and not self.allow_missing_labels:
+                raise LabelImportError(f"resume: round {self.awaiting} still waits for the labels of {len(missing)} "
+                                       f"image(s), e.g. {missing[0]!r}; import them, or continue without them with "
+                                       f"`ripu train --resume {self.out} --allow-missing-labels`\n"
+                                       + human.instructions(self.out, self.awaiting, missing))
+            log.info("[round %d] continuing with people's labels (%d image(s) without)", self.awaiting, len(missing))
         bar = tqdm(total=t.iters, initial=start, desc="train", disable=not self.progress)
         for self.iteration in range(start, t.iters):
-            if self.iteration in rounds:
-                self._round(rounds.index(self.iteration), metrics, running, gen, src_batches, tgt_batches)
+            if self.iteration in rounds and rounds.index(self.iteration) != self.awaiting:
+                r = rounds.index(self.iteration)
+                self._round(r, metrics, running, gen, src_batches, tgt_batches)
+                if self.human:  # a resume point after the round, then wait for people
+                    self.save_resume(metrics, running, gen, src_batches, tgt_batches, extra={"awaiting_labels": r})
+                    bar.close()
+                    log.info("[round %d] waiting for people's labels: %s", r, human.export_dir(self.out, r))
+                    return {**metrics, "awaiting_labels": {"round": r, "export": str(human.export_dir(self.out, r))}}
             use_target = t.target_losses_before_rounds or (bool(rounds) and self.iteration >= rounds[0])
             parts = self.step(next(src_batches), next(tgt_batches), use_target, gen)
             for key, v in parts.items():
