@@ -1,5 +1,5 @@
 """The active-learning state and its acquisition: budgets, the mask store, the ledger, crash-safe commits,
-acquisition rounds (one process or sharded), oracles and annotators' files.
+acquisition rounds (one process or sharded) and oracles (annotators' files: ``driver.annotate``).
 
 | module | holds |
 | --- | --- |
@@ -12,7 +12,6 @@ acquisition rounds (one process or sharded), oracles and annotators' files.
 | ``shards`` | shards of a round, shard ledgers and their merge, a round over the ranks |
 | ``oracle`` | :class:`SimulatedOracle` |
 | ``join`` | ``STATE/state.json`` and whether a selection may join a state |
-| ``annotate`` | the old import path of :mod:`ripu_kernels.driver.annotate` (exports and imports for people) |
 """
 from __future__ import annotations
 
