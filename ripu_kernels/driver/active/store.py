@@ -91,8 +91,17 @@ class MaskStore:
         self._labels[image_id], self._active[image_id] = new, act
         return int(selected.sum())
 
-    def revealed_batch(self, ids: list[str], shape: tuple[int, int]):
-        """(B, H, W) int64 tensor of the revealed labels of ``ids`` (255 where nothing is revealed)."""
+    def revealed_batch(self, ids: list[str], shape: tuple[int, int], stored_shapes=None):
+        """(B, H, W) int64 tensor of the revealed labels of ``ids`` (255 where nothing is revealed).
+
+        With ``stored_shapes`` (one (H, W) per id: the masks are kept at the labels' original size), each is
+        read at its stored size and resized to ``shape`` by nearest neighbour (PIL's, as the authors).
+        """
         import torch
 
-        return torch.from_numpy(np.stack([self.labels(i, shape) for i in ids]).astype(np.int64))
+        from ..data.transforms import resize_label
+
+        if stored_shapes is None:
+            stored_shapes = [shape] * len(ids)
+        out = [resize_label(self.labels(i, tuple(s)), (shape[1], shape[0])) for i, s in zip(ids, stored_shapes)]
+        return torch.from_numpy(np.stack(out).astype(np.int64))
