@@ -159,7 +159,7 @@ def _load_cfg(path, overrides):
 
 
 def cmd_train(args) -> int:
-    from .engine.device import resolve_device
+    from .engine.device import resolve_device, warn_if_cpu
     from .engine.distributed import init_from_env
     from .engine.trainer import Trainer, setup_logging, silence_logging
 
@@ -176,12 +176,13 @@ def cmd_train(args) -> int:
         raise SystemExit("ripu train: --config is required (or --resume DIR)")
     else:
         cfg = _load_cfg(args.config, args.overrides)
-    cfg.device = resolve_device(cfg.device)
+    requested, cfg.device = cfg.device, resolve_device(cfg.device, warn=False)
     env, cfg.device = init_from_env(cfg.device)
     finished = False
     try:
         if env.is_main:
             setup_logging(cfg.out_dir)
+            warn_if_cpu(requested, cfg.device)  # into this run's log
         else:
             silence_logging()
         metrics = Trainer(cfg, progress=_progress(args) and env.is_main, resume=bool(args.resume), env=env).run()

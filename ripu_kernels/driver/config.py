@@ -131,7 +131,8 @@ class Config:
             if not (len(v) == 2 and all(x > 0 for x in v)):
                 raise ConfigError(f"data.{key} must be [width, height] of positive ints, got {list(v)!r}")
         if d.image_interpolation not in ("bicubic", "bilinear"):
-            raise ConfigError(f"data.image_interpolation must be 'bicubic' or 'bilinear', got {d.image_interpolation!r}")
+            raise ConfigError("data.image_interpolation must be 'bicubic' or 'bilinear', got "
+                              f"{d.image_interpolation!r}")
         if d.preflight not in ("headers", "decode", "off"):
             raise ConfigError(f"data.preflight must be 'headers', 'decode' or 'off', got {d.preflight!r}")
         if d.source == "none" and a.mode == "none":

@@ -44,3 +44,10 @@ def resolve_device(spec: str, warn: bool = True) -> str:
     if dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ConfigError(f"device={spec!r} but only {torch.cuda.device_count()} CUDA device(s) are visible")
     return spec
+
+
+def warn_if_cpu(requested: str, resolved: str) -> None:
+    """The warning of ``device: auto`` falling back to the CPU (for callers that resolved with ``warn=False``
+    before their log was set up)."""
+    if str(requested).strip() == "auto" and resolved == "cpu":
+        log.warning(CPU_WARNING.format(version=torch.__version__))

@@ -11,7 +11,9 @@ the two domains may have different sizes). The loss is
 At each iteration listed in ``active.rounds_at`` the model acquires a round of regions (RA) or pixels
 (PA) on the target train set; the simulated oracle reveals their ground truth. The LR follows
 ``lr * (1 - it / max_iter) ** power`` with the head at ``head_lr_mult`` x (``train.max_iter``, the authors'
-MAX_ITER; training stops after ``train.iters`` iterations, their STOP_ITER, with the LR still above 0). Losses and acquisition go
+MAX_ITER; training stops after ``train.iters`` iterations, their STOP_ITER, with the LR still above 0). A
+source-free run (``data.source: none``) has only the target terms; a source-only run (``active.mode: none``
+without target losses) only the source ones and reads no target train images. Losses and acquisition go
 through the public fused ops (``ripu_kernels.local_consistency_loss`` etc., backend ``auto``).
 """
 from __future__ import annotations
