@@ -129,6 +129,25 @@ def test_balanced_sampler_resumes_and_shards():
     assert [next(r0) + next(r1) for _ in range(5)] == first
 
 
+def test_balanced_source_stream_resumes_through_the_data_loader():
+    from ripu_kernels.driver.data.sampling import BatchStream
+    from ripu_kernels.driver.data.synthetic import SyntheticStreets
+
+    ds = SyntheticStreets("source", "train", 12, height=16, width=24)
+    presence = np.stack([np.bincount(ds.load_label(i).ravel(), minlength=8) > 0 for i in range(12)])
+
+    def stream():
+        return BatchStream(ds, 3, 0, sampler=BalancedBatchSampler(presence, 3, total=8, seed=4, sub_epoch=10))
+
+    a = stream()
+    ids = [next(a)["id"] for _ in range(3)]
+    state = a.state_dict()
+    rest = [next(a)["id"] for _ in range(5)]
+    b = stream()
+    b.load_state_dict(state)
+    assert [next(b)["id"] for _ in range(5)] == rest and len(ids[0]) == 3
+
+
 # -------------------------------------------------------------------------------------------------- flip TTA
 def test_flip_tta_is_the_mean_of_the_two_softmaxes():
     from ripu_kernels.driver.evaluate import evaluate, predict

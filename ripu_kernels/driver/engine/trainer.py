@@ -51,8 +51,8 @@ log = logging.getLogger("ripu")
 
 # config keys that may change when a run is resumed (where the data lives, how fast it runs, how it logs)
 RESUME_MUTABLE = ("out_dir", "device", "threads", "data.source_root", "data.target_root", "data.source_list",
-                  "data.target_train_list", "data.target_val_list", "train.log_every", "eval.batch_size",
-                  "active.batch_size")
+                  "data.target_train_list", "data.target_val_list", "data.prepared_dir", "data.preflight",
+                  "train.log_every", "eval.batch_size", "active.batch_size")
 
 
 def seed_everything(seed: int) -> None:
@@ -129,8 +129,8 @@ class Trainer:
         if datasets is None:
             need = ("source",) * (cfg.data.source != "none") + ("target",) * self.uses_target + ("val",)
             datasets = build_datasets(cfg, need)
-            if cfg.data.preflight != "off" and self.env.is_main:
-                preflight(datasets, decode=cfg.data.preflight == "decode", progress=progress)
+            if cfg.data.preflight != "off":  # every rank: each fails alike instead of waiting for rank 0
+                preflight(datasets, decode=cfg.data.preflight == "decode", progress=progress and self.env.is_main)
         self.source, self.target, self.val = datasets
         self.num_classes = cfg.data.num_classes
         self.class_names = getattr(self.val, "class_names", ()) or tuple(str(i) for i in range(self.num_classes))
