@@ -123,7 +123,8 @@ class Trainer:
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
-        check_weights(cfg)  # no ResNet from random weights unless model.pretrained=none says so
+        if not resume:  # (a resumed run takes every weight from its resume state)
+            check_weights(cfg)  # no ResNet from random weights unless model.pretrained=none says so
         # target train images are needed for acquisition or target losses (not by a source-only run)
         self.uses_target = cfg.active.mode != "none" or cfg.train.target_losses_before_rounds
         if datasets is None:
@@ -134,9 +135,9 @@ class Trainer:
         self.source, self.target, self.val = datasets
         self.num_classes = cfg.data.num_classes
         self.class_names = getattr(self.val, "class_names", ()) or tuple(str(i) for i in range(self.num_classes))
-        init = cfg.model.init_checkpoint
-        # with an init checkpoint every weight comes from it: no ImageNet file is read
-        self.model = build_model(dataclasses.replace(cfg.model, pretrained="none") if init else cfg.model,
+        init = cfg.model.init_checkpoint if not resume else ""
+        # with an init checkpoint (or a resume state) every weight comes from it: no ImageNet file is read
+        self.model = build_model(dataclasses.replace(cfg.model, pretrained="none") if init or resume else cfg.model,
                                  self.num_classes)
         if init:
             load_weights(self.model, read_weights(init, cfg), f"model.init_checkpoint {init}")
