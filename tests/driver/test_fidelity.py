@@ -353,3 +353,19 @@ def test_synthia_reports_miou_over_16_and_13_classes():
     table = format_table(res, CLASS_NAMES_16)
     assert "mIoU (16 classes)" in table and f"mIoU* (13 classes)  {res['miou_13']:6.2f}" in table
     assert "miou_13" not in add_miou13({"miou": 0.0, "iou": [0.0] * 19}, CLASS_NAMES_19)
+
+
+def test_mask_store_keeps_a_bounded_number_of_full_resolution_masks(tmp_path, monkeypatch):
+    from ripu_kernels.driver.active import store as store_mod
+
+    monkeypatch.setattr(store_mod, "CACHE_IMAGES", 3)
+    store = store_mod.MaskStore(tmp_path)
+    shape = (64, 128)
+    for i in range(8):
+        sel = np.zeros(shape, bool)
+        sel[i, :5] = True
+        store.update(f"img{i}", sel, np.full(shape, i, np.uint8), sel)
+    assert len(store._labels) == 3 and len(store._active) == 3
+    for i in range(8):  # evicted ones come back from their files
+        lab = store.labels(f"img{i}", shape)
+        assert (lab[i, :5] == i).all() and (lab != 255).sum() == 5 and store.active(f"img{i}", shape).sum() == 5
