@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Compute what training needs from a source dataset's label folder, once: "
                                     "per-image class statistics for class-balanced sampling (data.balanced_sampling) "
                                     "and, for SYNTHIA, 8-bit train-id copies of its 16-bit labels (about 4x faster "
-                                    "to decode, measured on a synthetic 1280x760 label). Writes OUT/class_stats.json (and OUT/labels/ for SYNTHIA), atomically; "
+                                    "to decode, measured on a synthetic 1280x760 label). Writes "
+                                    "OUT/class_stats.json (and OUT/labels/ for SYNTHIA), atomically; "
                                     "OUT defaults to ROOT/ripu_prepared, where training looks (data.prepared_dir). "
                                     "Output for another root or another number of label files is stale: training "
                                     "refuses it and says to run this again.")
