@@ -18,6 +18,12 @@ RIPU active domain adaptation for semantic segmentation (Xie et al., CVPR 2022) 
   ripu import-labels DIR [--from EXPORT]      annotators' labels (CVAT, COCO, Label Studio, PNG) into the state
   ripu merge-ledger STATE --round R --num-shards N      merge the shard ledgers of a round
   ripu eval --checkpoint CKPT [--flip]        mIoU and a per-class IoU table on the target val set
+       [--config NAME]                        (an authors' checkpoint needs the config of its row)
+  ripu config NAME [key=value ...]            print the resolved config as YAML
+  ripu prepare DATASET ROOT                   class statistics (and SYNTHIA's 8-bit labels) for training
+
+Packaged configs (the authors' model zoo; docs/fidelity.md lists every difference from their code):
+  {gtav,synthia}_cityscapes_source_only, _ra_2.2, _pa_40, _ra_5_v3plus, _ra_2.2_source_free; demo
 """
 
 
@@ -36,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Writes OUT_DIR/{checkpoints/,state/labels,state/active,state/ledger.json,"
                                    "train.log,metrics.json,config.json}.")
     t.add_argument("--config", default=None,
-                   help="YAML config file, or the name of a packaged config (demo, gtav_cityscapes_ra_2.2, "
-                        "gtav_cityscapes_ra_5, gtav_cityscapes_pa_40, synthia_cityscapes_ra_2.2); required "
-                        "unless --resume")
+                   help="YAML config file, or the name of a packaged config (`ripu config --list`: demo, "
+                        "gtav_cityscapes_ra_2.2, gtav_cityscapes_ra_5_v3plus, gtav_cityscapes_pa_40, "
+                        "gtav_cityscapes_source_only, gtav_cityscapes_ra_2.2_source_free and the synthia_cityscapes_* "
+                        "ones); required unless --resume")
     t.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the run in DIR (its config.json and checkpoints/resume.pth) after a crash or "
                         "kill; ends with the masks, ledger and weights of an uninterrupted run. Overrides may "
@@ -123,13 +130,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a checkpoint (mIoU, per-class IoU)",
                        description="Evaluate a checkpoint on the target validation set of its config "
-                                   "(or of --config) and print a per-class IoU table.")
-    e.add_argument("--checkpoint", required=True, help="checkpoint written by `ripu train`")
-    e.add_argument("--config", default=None, help="optional YAML config overriding the checkpoint's")
+                                   "(or of --config) and print a per-class IoU table (SYNTHIA: mIoU over 16 classes "
+                                   "and mIoU* over 13). Needs only the target dataset (data.target_root). Accepts "
+                                   "the authors' checkpoints ({feature_extractor, classifier}, DeepLab-v2 or v3+ "
+                                   "on ResNet-101) with the config of their row, e.g. --config "
+                                   "gtav_cityscapes_ra_2.2 (published 69.6) or gtav_cityscapes_ra_5_v3plus (71.2).")
+    e.add_argument("--checkpoint", required=True,
+                   help="checkpoint written by `ripu train`, or one of the authors' released checkpoints")
+    e.add_argument("--config", default=None,
+                   help="YAML config or packaged config name: overrides the checkpoint's; required for an "
+                        "authors' checkpoint (it carries no config)")
     e.add_argument("--flip", action="store_true", help="flip test-time augmentation")
     e.add_argument("--json", default=None, help="also write the result to this JSON file")
     e.add_argument("--no-progress", action="store_true", help="disable the progress bars")
     e.add_argument("overrides", nargs="*", help=_overrides_help())
+
+    c = sub.add_parser("config", help="print a config, resolved (base chain, defaults, overrides), as YAML",
+                       description="Print the config NAME (a packaged config or a YAML file) as it will run: the "
+                                   "defaults, its base: chain and the overrides merged, as YAML.")
+    c.add_argument("name", nargs="?", default=None, help="packaged config name or YAML file")
+    c.add_argument("--list", action="store_true", help="list the packaged configs")
+    c.add_argument("overrides", nargs="*", help=_overrides_help())
+
+    pr = sub.add_parser("prepare", help="one-off: class statistics (and SYNTHIA's 8-bit labels) of a source dataset",
+                        description="Compute what training needs from a source dataset's label folder, once: "
+                                    "per-image class statistics for class-balanced sampling (data.balanced_sampling) "
+                                    "and, for SYNTHIA, 8-bit train-id copies of its 16-bit labels (about 4x faster "
+                                    "to decode, measured on a synthetic 1280x760 label). Writes "
+                                    "OUT/class_stats.json (and OUT/labels/ for SYNTHIA), atomically; "
+                                    "OUT defaults to ROOT/ripu_prepared, where training looks (data.prepared_dir). "
+                                    "Output for another root or another number of label files is stale: training "
+                                    "refuses it and says to run this again.")
+    pr.add_argument("dataset", choices=["gtav", "synthia"], help="the source dataset")
+    pr.add_argument("root", help="its root folder (data.source_root)")
+    pr.add_argument("--out", default=None, help="output folder (default ROOT/ripu_prepared)")
+    pr.add_argument("--list", default=None, help="only the images of this list file (data.source_list)")
+    pr.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    pr.add_argument("--no-progress", action="store_true", help="disable the progress bar")
 
     d = sub.add_parser("demo", help="the end-to-end demo on the embedded synthetic data",
                        description="Source-only training, then RA with a 5%% target budget over 5 rounds on the "
@@ -153,6 +190,7 @@ def _load_cfg(path, overrides):
 
 
 def cmd_train(args) -> int:
+    from .engine.device import resolve_device, warn_if_cpu
     from .engine.distributed import init_from_env
     from .engine.trainer import Trainer, setup_logging, silence_logging
 
@@ -169,11 +207,13 @@ def cmd_train(args) -> int:
         raise SystemExit("ripu train: --config is required (or --resume DIR)")
     else:
         cfg = _load_cfg(args.config, args.overrides)
+    requested, cfg.device = cfg.device, resolve_device(cfg.device, warn=False)
     env, cfg.device = init_from_env(cfg.device)
     finished = False
     try:
         if env.is_main:
             setup_logging(cfg.out_dir)
+            warn_if_cpu(requested, cfg.device)  # into this run's log
         else:
             silence_logging()
         metrics = Trainer(cfg, progress=_progress(args) and env.is_main, resume=bool(args.resume), env=env,
@@ -191,18 +231,16 @@ def cmd_train(args) -> int:
 
 
 def _checkpoint_cfg(args):
-    from .config import apply_overrides, merge_file
-    from .engine.trainer import load_checkpoint
+    from .engine.authors import load_checkpoint_any
+    from .engine.device import resolve_device
 
-    model, cfg, ckpt = load_checkpoint(args.checkpoint)
-    if args.config:
-        cfg = merge_file(cfg, args.config)
-    cfg = apply_overrides(cfg, args.overrides).validate()
+    model, cfg, ckpt = load_checkpoint_any(args.checkpoint, args.config, args.overrides)
+    cfg.device = resolve_device(cfg.device)
     return model.to(cfg.device), cfg, ckpt
 
 
 def cmd_select(args) -> int:
-    from .active import Acquirer, Budget, SimulatedOracle
+    from .active import Acquirer, Budget, SimulatedOracle, resolution
     from .active.join import check_join, record_pool
     from .active.shards import acquire_shard, merge_round
 
@@ -221,7 +259,8 @@ def cmd_select(args) -> int:
         from .data.folder_images import ImageFolder
 
         size = tuple(cfg.data.target_size) if cfg.data.target != "synthetic" else None
-        dataset = ImageFolder(args.images, size_wh=size, labels_root=args.labels, num_classes=cfg.data.num_classes)
+        dataset = ImageFolder(args.images, size_wh=size, labels_root=args.labels, num_classes=cfg.data.num_classes,
+                              native_labels=cfg.active.label_size == "original")
         oracle = SimulatedOracle(dataset) if args.labels else None
         what = f"--images {args.images}"
     else:
@@ -233,7 +272,7 @@ def cmd_select(args) -> int:
     out = Path(args.out)
     budget = Budget.from_config(cfg)
     ids = dataset.ids
-    label_hw = tuple(dataset[0]["image"].shape[-2:]) if len(dataset) else None
+    label_hw = resolution.label_hw(dataset, 0, tuple(dataset[0]["image"].shape[-2:])) if len(dataset) else None
     check_join(out, ids, label_hw, budget.mode, budget.k, what)  # refuses before anything is written
     record_pool(out, ids)
     listeners = ()
@@ -246,7 +285,8 @@ def cmd_select(args) -> int:
                             ClassTable.build(class_names_for(cfg, dataset)), dataset, args.format,
                             int(ckpt.get("iteration", 0)))
         listeners = (exporter,)
-    acquirer = Acquirer(model, budget, cfg.device, cfg.active.batch_size, cfg.active.align_corners, _progress(args))
+    acquirer = Acquirer(model, budget, cfg.device, cfg.active.batch_size, cfg.active.align_corners, _progress(args),
+                        resize_via_input=cfg.active.resize_via_input)
     start = time.time()
     # journalled per batch (a killed run can be rerun), shard ledger in out/ledgers/round_R/
     stats = acquire_shard(acquirer, dataset, out, args.round, int(ckpt.get("iteration", 0)), args.shard,
@@ -315,12 +355,31 @@ def cmd_eval(args) -> int:
     from .io import atomic_write_json
 
     model, cfg, _ = _checkpoint_cfg(args)
-    _, _, val = build_datasets(cfg)
+    _, _, val = build_datasets(cfg, need=("val",))  # the target val set only
     res = evaluate(model, val, cfg.data.num_classes, cfg.device, cfg.eval.batch_size,
-                   args.flip or cfg.eval.flip, _progress(args))
+                   args.flip or cfg.eval.flip, _progress(args), getattr(val, "class_names", ()))
     print(format_table(res, getattr(val, "class_names", ())))
     if args.json:
-        atomic_write_json(args.json, {"miou": res["miou"], "iou": res["iou"], "checkpoint": args.checkpoint})
+        atomic_write_json(args.json, {**{k: v for k, v in res.items() if k != "confusion"},
+                                      "flip": bool(args.flip or cfg.eval.flip), "checkpoint": args.checkpoint})
+    return 0
+
+
+def cmd_config(args) -> int:
+    from .config import dump_yaml, packaged_config_names
+
+    if args.list or not args.name:
+        print("\n".join(packaged_config_names()))
+        return 0
+    print(dump_yaml(_load_cfg(args.name, args.overrides)), end="")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from .data.prepared import prepare
+
+    path = prepare(args.dataset, args.root, args.out, args.list, max(1, args.workers), not args.no_progress)
+    print(f"prepared {args.dataset} at {args.root}: {path}")
     return 0
 
 
@@ -359,7 +418,8 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "select": cmd_select, "eval": cmd_eval, "demo": cmd_demo,
-                "import-labels": cmd_import_labels, "merge-ledger": cmd_merge_ledger}
+                "import-labels": cmd_import_labels, "merge-ledger": cmd_merge_ledger, "config": cmd_config,
+                "prepare": cmd_prepare}
     try:
         return handlers[args.command](args)
     except (RipuError, CheckpointError, FileNotFoundError, ValueError) as exc:

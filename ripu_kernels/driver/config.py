@@ -16,7 +16,7 @@ from typing import Any, List
 from .errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "load_config", "apply_overrides", "merge_file", "packaged_config",
-           "packaged_config_names", "config_from_dict", "config_diff"]
+           "packaged_config_names", "config_from_dict", "config_diff", "dump_yaml"]
 
 
 @dataclass
@@ -31,7 +31,7 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"            # synthetic | gtav | synthia
+    source: str = "synthetic"            # synthetic | gtav | synthia | none (source-free: target only)
     target: str = "synthetic"            # synthetic | cityscapes
     source_root: str = ""
     target_root: str = ""
@@ -43,6 +43,10 @@ class DataConfig:
     num_classes: int = 19                 # 19, or 16 for SYNTHIA -> Cityscapes; 8 for the synthetic data
     batch_size: int = 2                   # per domain, global (split over ranks)
     num_workers: int = 0
+    image_interpolation: str = "bicubic"  # bicubic (PIL, as the authors) | bilinear
+    balanced_sampling: bool = False       # class-balanced source sampling (needs `ripu prepare`)
+    prepared_dir: str = ""                # output of `ripu prepare` for the source; "" = SOURCE_ROOT/ripu_prepared
+    preflight: str = "headers"            # check every file before training: headers | decode | off
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -50,17 +54,20 @@ class DataConfig:
 class ModelConfig:
     name: str = "deeplabv2"               # deeplabv2 | deeplabv3plus
     backbone: str = "resnet101"           # resnet101 | resnet50 | small
-    pretrained: str = ""                  # local path to ImageNet weights (torchvision key names); "" = none
+    pretrained: str = ""                  # local path to ImageNet weights (torchvision key names); none = random
+    init_checkpoint: str = ""             # start from these weights (ours or the authors' format), e.g. source-free
     output_stride: int = 8
     norm: str = "frozen_bn"               # frozen_bn | bn | gn
     aspp_dilations: List[int] = field(default_factory=lambda: [6, 12, 18, 24])
-    head_channels: int = 256              # DeepLab-v3+ head width
+    head_channels: int = 512              # DeepLab-v3+ head width (the authors': 512)
+    frozen_bn_eps: float = 0.0            # eps of frozen BN: 0 as the authors' layers.py, 1e-5 as torchvision
     width: int = 32                       # small backbone width
 
 
 @dataclass
 class TrainConfig:
-    iters: int = 40000
+    iters: int = 40000                    # iterations run (the authors' STOP_ITER)
+    max_iter: int = 0                     # poly LR horizon (the authors' MAX_ITER); 0 = train.iters
     lr: float = 2.5e-4
     head_lr_mult: float = 10.0
     power: float = 0.9
@@ -86,6 +93,8 @@ class ActiveConfig:
     k: int = -1                           # window radius; -1 = 1 for RA, 32 for PA
     rounds_at: List[int] = field(default_factory=lambda: [10000, 12000, 14000, 16000, 18000])
     align_corners: bool = True
+    label_size: str = "input"             # select on labels at: original (as the authors) | input (resized) size
+    resize_via_input: bool = False        # logits -> input size -> label size, two resizes as the authors
     batch_size: int = 4
     oracle: str = "simulated"             # simulated (ground truth) | human (stop after each round's export)
     export_formats: List[str] = field(default_factory=lambda: ["cvat", "cvat-mask", "coco", "label-studio"])
@@ -101,7 +110,7 @@ class EvalConfig:
 class Config:
     out_dir: str = "out"
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"                  # auto (CUDA when available, else CPU with a warning) | cpu | cuda[:N]
     threads: int = 0                      # torch intra-op threads; 0 = torch's default
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -115,14 +124,27 @@ class Config:
     def validate(self) -> "Config":
         """Cross-field checks; raises :class:`ConfigError` naming the key."""
         d, a, t = self.data, self.active, self.train
-        if d.source not in ("synthetic", "gtav", "synthia"):
-            raise ConfigError(f"data.source must be 'synthetic', 'gtav' or 'synthia', got {d.source!r}")
+        if d.source not in ("synthetic", "gtav", "synthia", "none"):
+            raise ConfigError(f"data.source must be 'synthetic', 'gtav', 'synthia' or 'none', got {d.source!r}")
         if d.target not in ("synthetic", "cityscapes"):
             raise ConfigError(f"data.target must be 'synthetic' or 'cityscapes', got {d.target!r}")
         for key in ("source_size", "target_size"):
             v = getattr(d, key)
             if not (len(v) == 2 and all(x > 0 for x in v)):
                 raise ConfigError(f"data.{key} must be [width, height] of positive ints, got {list(v)!r}")
+        if d.image_interpolation not in ("bicubic", "bilinear"):
+            raise ConfigError("data.image_interpolation must be 'bicubic' or 'bilinear', got "
+                              f"{d.image_interpolation!r}")
+        if d.preflight not in ("headers", "decode", "off"):
+            raise ConfigError(f"data.preflight must be 'headers', 'decode' or 'off', got {d.preflight!r}")
+        if d.source == "none" and a.mode == "none":
+            raise ConfigError("data.source=none (source-free) needs active.mode 'ra' or 'pa': with neither source "
+                              "data nor target labels there is nothing to train on")
+        if a.label_size not in ("original", "input"):
+            raise ConfigError(f"active.label_size must be 'original' or 'input', got {a.label_size!r}")
+        if t.max_iter and t.max_iter < t.iters:
+            raise ConfigError(f"train.max_iter (the poly LR horizon) must be 0 or >= train.iters={t.iters}, "
+                              f"got {t.max_iter}")
         if a.mode not in ("ra", "pa", "none"):
             raise ConfigError(f"active.mode must be 'ra', 'pa' or 'none', got {a.mode!r}")
         if a.oracle not in ("simulated", "human"):
@@ -148,6 +170,11 @@ class Config:
         if d.batch_size < 1:
             raise ConfigError(f"data.batch_size must be >= 1, got {d.batch_size}")
         return self
+
+    @property
+    def lr_horizon(self) -> int:
+        """The iteration at which the poly LR reaches 0 (``train.max_iter``, or ``train.iters`` when 0)."""
+        return self.train.max_iter or self.train.iters
 
     @property
     def window_k(self) -> int:
@@ -297,6 +324,21 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 def config_from_dict(values: dict[str, Any], where: str) -> Config:
     """A :class:`Config` from a plain dict (e.g. stored in a checkpoint); errors name ``where``."""
     return _to_config(_merge(_schema(), values, f"{where}: "), f"{where}: ")
+
+
+def dump_yaml(cfg: Config) -> str:
+    """``cfg`` as YAML, every key, in schema order (``ripu config``): loadable again with ``--config``."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def short_lists(dumper, data):  # lists of numbers on one line: [1280, 720]
+        flow = all(isinstance(v, (int, float, str, bool)) for v in data)
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+    Dumper.add_representer(list, short_lists)
+    return yaml.dump(cfg.to_dict(), Dumper=Dumper, sort_keys=False, default_flow_style=False, width=120)
 
 
 def config_diff(saved: dict, now: dict, ignore: tuple[str, ...] = (), prefix: str = "") -> list[str]:

@@ -56,4 +56,7 @@ def overrides(root, out):
             f"data.target_size=[{TRAIN_W}, {TRAIN_H}]", "data.num_workers=0", "data.batch_size=2",
             "model.backbone=small", "model.width=8", "model.norm=gn", "model.aspp_dilations=[1, 2]",
             "train.iters=3", "active.rounds_at=[1, 2]", "active.ratio=0.1", "train.lr=0.001", "threads=1",
-            "train.checkpoint_every=100", "train.log_every=1", "active.batch_size=2", "eval.batch_size=2"]
+            "train.checkpoint_every=100", "train.log_every=1", "active.batch_size=2", "eval.batch_size=2",
+            # acquisition at the resized label size (the paper configs select at the original size): exports then
+            # map label pixels to the larger original files
+            "active.label_size=input", "data.balanced_sampling=false", "model.pretrained=none"]

@@ -59,10 +59,13 @@ def test_boxes_are_clipped_windows():
                   "pixels": 4}
     assert r1["box"] == r1["label_box"] == [46, 4, 48, 7] and r1["center"] == [47.5, 5.5] and r1["pixels"] == 6
     assert e["scale"] == [1.0, 1.0] and e["pixels"] == e["original_pixels"] == 10
-    # the original file twice as large: boxes and centres in its pixels
+    # the original file twice as large: boxes and centres in its pixels. Ground truth is resized with PIL's
+    # nearest, which reads original pixel 2j+1 for label pixel j: label column 47 is original [95, 96), 46 is
+    # [93, 95), and label row/column 0 also takes original pixel 0 (read by no label pixel)
     e2 = image_entry("a", "a.png", (48, 96), sel, np.array([[0, 0], [5, 47]]), 1)
-    assert e2["regions"][1]["box"] == [92, 8, 96, 14] and e2["regions"][1]["center"] == [95.0, 11.0]
-    assert e2["scale"] == [2.0, 2.0] and e2["original_pixels"] == 40 and e2["pixels"] == 10
+    assert e2["regions"][1]["box"] == [93, 9, 96, 15] and e2["regions"][1]["center"] == [95.5, 12.0]
+    assert e2["regions"][0]["box"] == [0, 0, 5, 5]
+    assert e2["scale"] == [2.0, 2.0] and e2["original_pixels"] == 5 * 5 + 3 * 6 and e2["pixels"] == 10
 
 
 def test_export_and_import_round_trip(setup, tmp_path, capsys):

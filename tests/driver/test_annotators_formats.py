@@ -288,3 +288,25 @@ def test_what_datumaro_exports_imports_back(exported, tmp_path):
         for image_id, want in expected.items():
             got = np.asarray(Image.open(st / "labels" / (image_id + ".png")))
             np.testing.assert_array_equal(got, want, err_msg=f"{fmt} {image_id}")
+
+
+def test_exports_at_the_original_label_size_are_in_file_pixels(tmp_path):
+    """With active.label_size=original (the paper configs) acquisition happens at the files' own size: the export's
+    scale is 1 and its boxes are the label boxes."""
+    from ripu_kernels.driver.config import load_config
+    from ripu_kernels.driver.engine.trainer import Trainer
+
+    make_tree(tmp_path)
+    over = [o for o in overrides(tmp_path, tmp_path / "run") if not o.startswith("active.label_size")]
+    cfg = load_config("gtav_cityscapes_ra_2.2", over + ["active.label_size=original"])
+    ckpt = Trainer(cfg, progress=False).save_checkpoint("init.pth")
+    exp = tmp_path / "exp"
+    assert main(["select", "--checkpoint", str(ckpt), "--out", str(tmp_path / "state"), "--export", str(exp),
+                 "--format", "coco", "--no-progress"]) == 0
+    meta = json.loads((exp / "regions.json").read_text())
+    for e in meta["images"]:
+        assert (e["width"], e["height"], e["label_width"], e["label_height"]) == (ORIG_W, ORIG_H, ORIG_W, ORIG_H)
+        assert e["scale"] == [1.0, 1.0] and e["original_pixels"] == e["pixels"] == _query(exp, e).sum()
+        assert all(r["box"] == r["label_box"] for r in e["regions"])
+    led = json.loads((tmp_path / "state" / "ledger.json").read_text())
+    assert {(v["height"], v["width"]) for v in led["images"].values()} == {(ORIG_H, ORIG_W)}

@@ -150,11 +150,12 @@ def test_train_on_fake_gtav_and_cityscapes_trees(tmp_path):
     make_cityscapes(city, "train", h=16, w=32)
     make_cityscapes(city, "val", cities=("frankfurt",), h=32, w=64)
     out = tmp_path / "run"
+    assert main(["prepare", "gtav", str(gta), "--no-progress"]) == 0  # class statistics for balanced sampling
     assert main(["train", "--config", "gtav_cityscapes_ra_2.2", "--no-progress", f"out_dir={out}", "device=cpu",
                  f"data.source_root={gta}", f"data.target_root={city}", "data.source_size=[32, 16]",
-                 "data.target_size=[32, 16]", "data.num_workers=0", "model.backbone=small", "model.width=8",
-                 "model.norm=gn", "model.aspp_dilations=[1, 2]", "train.iters=3", "active.rounds_at=[1, 2]",
-                 "train.lr=0.001", "threads=1"]) == 0
+                 "data.target_size=[32, 16]", "data.num_workers=0", "model.backbone=small", "model.pretrained=none",
+                 "model.width=8", "model.norm=gn", "model.aspp_dilations=[1, 2]", "train.iters=3",
+                 "active.rounds_at=[1, 2]", "train.lr=0.001", "threads=1"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["iou_final"]) == 19 and metrics["class_names"][13] == "car"
     ledger = json.loads((out / "state" / "ledger.json").read_text())

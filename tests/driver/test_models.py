@@ -33,7 +33,7 @@ def test_heads(name):
 
 def test_deeplabv2_resnet_dilations():
     model = build_model(ModelConfig(backbone="resnet50"), 19)
-    assert [b.dilation for b in model.head.branches] == [(6, 6), (12, 12), (18, 18), (24, 24)]
+    assert [b.dilation for b in model.head.conv2d_list] == [(6, 6), (12, 12), (18, 18), (24, 24)]
     assert model.backbone.layer4[1].conv2.dilation == (4, 4) and model.backbone.layer3[1].conv2.dilation == (2, 2)
 
 

@@ -1,5 +1,8 @@
 """One acquisition round: logits -> scores at label resolution -> exact greedy selection -> oracle -> ledger.
 
+The label resolution is the dataset's (``label_hw``): the original label size with ``active.label_size:
+original`` (as the authors), the resized input size otherwise; see ``active.resolution``.
+
 :class:`Acquirer` holds what stays fixed over a round (model, budget, device, batching); :meth:`Acquirer.run`
 walks a list of dataset indices (a shard, or all images) in batches. For each image: RA/PA scores at label
 resolution (``region_scores`` / ``pixel_scores`` with the fused resize), ``select_regions`` outside the stored
@@ -21,6 +24,7 @@ from ..errors import AcquisitionError
 from .budget import Budget
 from .commit import BatchWriter, Pick
 from .ledger import Ledger
+from .resolution import label_hw, resize_for_scoring
 from .scoring import check_finite, score_maps
 from .store import MaskStore
 
@@ -36,12 +40,18 @@ class Acquirer:
     align_corners: bool = True
     progress: bool = False
 
+    resize_via_input: bool = False  # logits -> input size -> label size (two resizes, as the authors)
+
     @torch.no_grad()
-    def select(self, images: torch.Tensor, ids: list[str], store: MaskStore) -> tuple[int, rk.Selection]:
-        """(picks per image, selection) for a batch of same-size images, outside their stored suppression masks."""
-        h, w = images.shape[-2:]
+    def select(self, images: torch.Tensor, ids: list[str], store: MaskStore,
+               label_hw: tuple[int, int] | None = None) -> tuple[int, rk.Selection]:
+        """(picks per image, selection) for a batch of same-size images, outside their stored suppression masks,
+        at the label size ``label_hw`` (default: the image size)."""
+        h, w = label_hw or images.shape[-2:]
         logits = self.model(images.to(self.device))
         check_finite(logits, ids)
+        logits = resize_for_scoring(logits, tuple(images.shape[-2:]), (h, w), self.resize_via_input,
+                                    self.align_corners)
         scores = score_maps(logits.float(), self.budget, (h, w), self.align_corners)
         n = self.budget.picks(h, w)
         active = torch.from_numpy(np.stack([store.active(i, (h, w)) for i in ids])).to(scores.score.device)
@@ -72,7 +82,9 @@ class Acquirer:
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
             items = [dataset[i] for i in chunk]
-            if len({tuple(it["image"].shape[-2:]) for it in items}) == 1:
+            for it in items:
+                it["label_hw"] = label_hw(dataset, it["index"], tuple(it["image"].shape[-2:]))
+            if len({(tuple(it["image"].shape[-2:]), it["label_hw"]) for it in items}) == 1:
                 yield items
             else:
                 yield from ([it] for it in items)
@@ -80,8 +92,8 @@ class Acquirer:
     def _round_batch(self, dataset, items, ledger, store, round_idx, iteration, oracle, stats) -> list[Pick]:
         ids = [it["id"] for it in items]
         images = torch.stack([it["image"] for it in items])
-        h, w = images.shape[-2:]
-        n, sel = self.select(images, ids, store)
+        h, w = items[0]["label_hw"]
+        n, sel = self.select(images, ids, store, (h, w))
         counts = sel.counts.cpu().tolist()
         centers, selected, active = sel.centers.cpu().numpy(), sel.selected.cpu().numpy(), sel.active.cpu().numpy()
         picks = []

@@ -10,6 +10,7 @@ loses budget but never reveals twice.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +29,36 @@ def image_relpath(image_id: str) -> str:
     return "/".join(parts)
 
 
+CACHE_IMAGES = 256  # masks of this many images kept in memory (each file is written before it is cached)
+
+
+class _Recent(OrderedDict):
+    """A dict that keeps its ``maxsize`` most recently used entries (the files hold everything)."""
+
+    def __init__(self, maxsize: int):
+        super().__init__()
+        self.maxsize = maxsize
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        return value
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.maxsize:
+            self.popitem(last=False)
+
+
 class MaskStore:
     """Revealed labels and suppression masks under ``root`` (see the module docstring); cached in memory."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        self._labels: dict[str, np.ndarray] = {}
-        self._active: dict[str, np.ndarray] = {}
+        # bounded: at the original 1024x2048 label size a mask is 2 MiB, and a round touches every image
+        self._labels: _Recent = _Recent(CACHE_IMAGES)
+        self._active: _Recent = _Recent(CACHE_IMAGES)
 
     def label_path(self, image_id: str) -> Path:
         return self.root / "labels" / (image_relpath(image_id) + ".png")
@@ -91,8 +115,17 @@ class MaskStore:
         self._labels[image_id], self._active[image_id] = new, act
         return int(selected.sum())
 
-    def revealed_batch(self, ids: list[str], shape: tuple[int, int]):
-        """(B, H, W) int64 tensor of the revealed labels of ``ids`` (255 where nothing is revealed)."""
+    def revealed_batch(self, ids: list[str], shape: tuple[int, int], stored_shapes=None):
+        """(B, H, W) int64 tensor of the revealed labels of ``ids`` (255 where nothing is revealed).
+
+        With ``stored_shapes`` (one (H, W) per id: the masks are kept at the labels' original size), each is
+        read at its stored size and resized to ``shape`` by nearest neighbour (PIL's, as the authors).
+        """
         import torch
 
-        return torch.from_numpy(np.stack([self.labels(i, shape) for i in ids]).astype(np.int64))
+        from ..data.transforms import resize_label
+
+        if stored_shapes is None:
+            stored_shapes = [shape] * len(ids)
+        out = [resize_label(self.labels(i, tuple(s)), (shape[1], shape[0])) for i, s in zip(ids, stored_shapes)]
+        return torch.from_numpy(np.stack(out).astype(np.int64))

@@ -7,9 +7,11 @@ takes original pixel ``s(j)``. :class:`Grid` computes ``s`` by running that very
 export and import can never disagree with it.
 
 The original pixels are split into *cells*, one per distinct sample ``s(j)``: cell ``j`` is
-``[s(j), s(j'))`` where ``s(j')`` is the next larger sample (or the image edge). A queried label pixel asks for
-its whole cell; the cell contains the pixel that is read back. When the original is smaller than the label
-size, several label pixels share one sample and one cell.
+``[s(j), s(j'))`` where ``s(j')`` is the next larger sample (or the image edge); the first cell also takes the
+pixels before the first sample (PIL's nearest samples pixel centres, so at 2x it reads original pixels 1, 3, 5,
+...: pixel 0 is never read back and belongs to the first cell). A queried label pixel asks for its whole cell;
+the cell contains the pixel that is read back. When the original is smaller than the label size, several label
+pixels share one sample and one cell.
 
 Coordinates (one convention everywhere, as CVAT and COCO): points and boxes are ``[x, y]`` = (column, row) in
 continuous pixel-edge coordinates: pixel ``(row r, column c)`` covers ``[c, c+1) x [r, r+1)``. A box
@@ -41,13 +43,15 @@ class Axis:
 
     def __post_init__(self):
         s = sample_positions(self.n_original, self.n_label)
-        starts = np.unique(s)  # one cell per distinct sample (sorted)
+        samples = np.unique(s)  # one cell per distinct sample (sorted)
+        starts = samples.copy()
+        starts[0] = 0  # the pixels before the first sample go to the first cell
         ends = np.append(starts[1:], self.n_original)
         object.__setattr__(self, "samples", s)
         object.__setattr__(self, "starts", starts)
         object.__setattr__(self, "ends", ends)
         # label index -> its cell; original index -> its cell
-        object.__setattr__(self, "label_cell", np.searchsorted(starts, s))
+        object.__setattr__(self, "label_cell", np.searchsorted(samples, s))
         object.__setattr__(self, "original_cell",
                            np.searchsorted(starts, np.arange(self.n_original), side="right") - 1)
         # first label index of each cell (label indices of a cell are consecutive)

@@ -22,7 +22,7 @@ class ImageFolder(SegmentationDataset):
     """
 
     def __init__(self, root: str, size_wh=None, labels_root: str | None = None, num_classes: int = 19,
-                 class_names=()):
+                 class_names=(), native_labels: bool = False):
         super().__init__(hide_labels=labels_root is None)
         self.name = f"folder {root}"
         require_dir(root, "images folder")
@@ -30,6 +30,8 @@ class ImageFolder(SegmentationDataset):
             require_dir(labels_root, "labels folder")
         self.root, self.labels_root, self.size_wh = root, labels_root, tuple(size_wh) if size_wh else None
         self.num_classes, self.class_names = num_classes, tuple(class_names)
+        # native_labels: selection and labels at each image's own size (active.label_size: original)
+        self.native_labels = native_labels
         files = []
         for dirpath, _, names in os.walk(root):
             for n in names:
@@ -67,6 +69,13 @@ class ImageFolder(SegmentationDataset):
     def load_image(self, index: int) -> np.ndarray:
         return read_image(os.path.join(self.root, self.files[index]), self.size_wh)
 
+    def label_hw(self, index: int) -> tuple[int, int]:
+        """(H, W) of the labels (and selection masks) of image ``index``."""
+        if self.size_wh is not None and not self.native_labels:
+            return int(self.size_wh[1]), int(self.size_wh[0])
+        w, h = image_size(os.path.join(self.root, self.files[index]))
+        return h, w
+
     def load_label(self, index: int) -> np.ndarray:
         if not self.labels_root:
             raise DataError(f"{self.name}: no labels folder was given")
@@ -78,4 +87,4 @@ class ImageFolder(SegmentationDataset):
             raise DataError(f"size mismatch: image {img} is {wh[0]}x{wh[1]} but its label {path} is "
                             f"{raw.shape[1]}x{raw.shape[0]}")
         raw = np.where((raw >= 0) & (raw < self.num_classes), raw, IGNORE_INDEX)
-        return resize_label(raw, self.size_wh)
+        return raw if self.native_labels else resize_label(raw, self.size_wh)

@@ -45,8 +45,12 @@ def scan(folder: str, suffix: str) -> list[str]:
 class PairedFolderDataset(SegmentationDataset):
     """Images paired with label files; ``pairs`` = [(id, image path, label path)], labels mapped by ``mapping``.
 
-    Images are resized to ``size_wh`` (bilinear) and labels too (nearest) unless ``native_labels``.
+    Images are resized to ``size_wh`` (``interpolation``: bicubic as the authors, or bilinear) and labels too
+    (PIL's nearest, as the authors) unless ``native_labels``. Missing files are all listed in one error.
     """
+
+    interpolation = "bicubic"
+    MAX_LISTED = 20  # missing files named in one error (then a count)
 
     def __init__(self, name: str, pairs: list[tuple[str, str, str]], mapping: dict[int, int] | None,
                  size_wh: tuple[int, int] | None, num_classes: int, class_names, hide_labels: bool = False,
@@ -56,11 +60,16 @@ class PairedFolderDataset(SegmentationDataset):
         if not pairs:
             raise DataError(f"{name}: no images found")
         if check_pairs:
+            problems = []
             for image_id, img, lab in pairs:
                 if not os.path.isfile(img):
-                    raise DataError(f"{name}: image {image_id!r} not found: {img}")
-                if not os.path.isfile(lab):
-                    raise DataError(f"{name}: image {img} has no label file (expected {lab})")
+                    problems.append(f"image {image_id!r} not found: {img}")
+                elif not os.path.isfile(lab):
+                    problems.append(f"image {img} has no label file (expected {lab})")
+            if problems:
+                more = len(problems) - self.MAX_LISTED
+                raise DataError(f"{name}: {len(problems)} of {len(pairs)} images are missing files: "
+                                + "; ".join(problems[:self.MAX_LISTED]) + (f"; and {more} more" if more > 0 else ""))
         self.pairs = pairs
         self.mapping = mapping
         self.size_wh = size_wh
@@ -79,9 +88,20 @@ class PairedFolderDataset(SegmentationDataset):
         return self.pairs[index][1]
 
     def load_image(self, index: int) -> np.ndarray:
-        return read_image(self.pairs[index][1], self.size_wh)
+        return read_image(self.pairs[index][1], self.size_wh, self.interpolation)
+
+    def label_hw(self, index: int) -> tuple[int, int]:
+        """(H, W) of what :meth:`load_label` returns, from the file header when labels keep their size."""
+        if self.label_size_wh is not None:
+            return int(self.label_size_wh[1]), int(self.label_size_wh[0])
+        w, h = image_size(self.pairs[index][2])
+        return h, w
 
     def load_label(self, index: int) -> np.ndarray:
+        return resize_label(self.load_label_native(index), self.label_size_wh)
+
+    def load_label_native(self, index: int) -> np.ndarray:
+        """Train ids at the label file's own resolution (255 = ignore)."""
         _, img_path, lab_path = self.pairs[index]
         raw = read_label_png(lab_path).astype(np.int64)
         img_wh = image_size(img_path)
@@ -89,5 +109,4 @@ class PairedFolderDataset(SegmentationDataset):
             raise DataError(f"{self.name}: size mismatch: image {img_path} is {img_wh[0]}x{img_wh[1]} but its "
                             f"label {lab_path} is {raw.shape[1]}x{raw.shape[0]}")
         label = map_labels(raw, self.mapping) if self.mapping is not None else raw
-        label = np.where((label >= 0) & (label < self.num_classes), label, IGNORE_INDEX)
-        return resize_label(label, self.label_size_wh)
+        return np.where((label >= 0) & (label < self.num_classes), label, IGNORE_INDEX)

@@ -81,7 +81,7 @@ class BatchStream:
     position (``state_dict`` / ``load_state_dict``)."""
 
     def __init__(self, dataset, batch_size: int, seed: int, num_workers: int = 0, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, sampler=None):
         from torchdata.stateful_dataloader import StatefulDataLoader
 
         name = getattr(dataset, "name", "?")
@@ -91,7 +91,8 @@ class BatchStream:
         if glob % world_size:
             raise DataError(f"training: data.batch_size (the global batch, here {glob} for dataset {name}) must be "
                             f"divisible by the world size {world_size}")
-        self.sampler = GlobalBatchSampler(len(dataset), glob, seed, rank, world_size)
+        # ``sampler``: another stateful global-batch sampler (e.g. data.balanced.BalancedBatchSampler)
+        self.sampler = sampler or GlobalBatchSampler(len(dataset), glob, seed, rank, world_size)
         with _quiet_torchdata():
             self.loader = StatefulDataLoader(dataset, batch_sampler=self.sampler, collate_fn=collate,
                                              num_workers=num_workers,
@@ -113,3 +114,21 @@ class BatchStream:
     def load_state_dict(self, state: dict) -> None:
         self.loader.load_state_dict(state)
         self._it = None
+
+
+def source_stream(cfg, dataset, rank: int = 0, world_size: int = 1) -> BatchStream:
+    """The source batches of a run: class-balanced with ``data.balanced_sampling`` (from the class statistics of
+    ``ripu prepare``, one list for ``max_iter * batch_size`` images, as the authors), else uniform epochs."""
+    d = cfg.data
+    sampler = None
+    if d.balanced_sampling:
+        from .balanced import BalancedBatchSampler
+
+        prepared = getattr(dataset, "prepared", None)
+        if prepared is None:
+            raise DataError(f"data.balanced_sampling: dataset {getattr(dataset, 'name', '?')} has no class "
+                            "statistics (run `ripu prepare DATASET ROOT`)")
+        glob = min(d.batch_size, len(dataset))
+        sampler = BalancedBatchSampler(prepared.presence(dataset.ids), glob, cfg.lr_horizon * d.batch_size,
+                                       cfg.seed + 1, rank, world_size)
+    return BatchStream(dataset, d.batch_size, cfg.seed + 1, d.num_workers, rank, world_size, sampler=sampler)

@@ -30,13 +30,14 @@ def _open(path: str):
     return img
 
 
-def read_image(path: str, size_wh: tuple[int, int] | None = None) -> np.ndarray:
-    """RGB image as float32 (H, W, 3) in [0, 1], resized bilinearly to ``size_wh`` = (width, height)."""
+def read_image(path: str, size_wh: tuple[int, int] | None = None, interpolation: str = "bicubic") -> np.ndarray:
+    """RGB image as float32 (H, W, 3) in [0, 1], resized by PIL to ``size_wh`` = (width, height) with
+    ``interpolation`` (``bicubic``, as the authors' transform.py Resize, or ``bilinear``)."""
     from PIL import Image
 
     img = _open(path).convert("RGB")
     if size_wh is not None and tuple(img.size) != tuple(size_wh):
-        img = img.resize(tuple(size_wh), Image.BILINEAR)
+        img = img.resize(tuple(size_wh), Image.BICUBIC if interpolation == "bicubic" else Image.BILINEAR)
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
@@ -54,12 +55,17 @@ def image_size(path: str) -> tuple[int, int]:
 
 
 def resize_label(label: np.ndarray, size_wh: tuple[int, int] | None) -> np.ndarray:
-    """Nearest-neighbour resize of an integer label map to ``size_wh`` = (width, height)."""
+    """Nearest-neighbour resize of an integer label map to ``size_wh`` = (width, height), by PIL's NEAREST as the
+    authors' transform.py (it differs from ``F.interpolate(mode="nearest")``, and from ``"nearest-exact"`` on a
+    few columns where the source coordinate falls exactly on a pixel edge)."""
+    from PIL import Image
+
     if size_wh is None or (label.shape[1], label.shape[0]) == tuple(size_wh):
         return label
-    t = torch.from_numpy(np.ascontiguousarray(label)).to(torch.float64)[None, None]
-    out = torch.nn.functional.interpolate(t, size=(size_wh[1], size_wh[0]), mode="nearest")
-    return out[0, 0].to(torch.int64).numpy()
+    small = label.min(initial=0) >= 0 and label.max(initial=0) <= 255
+    img = Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8 if small else np.int32))
+    out = np.asarray(img.resize(tuple(int(v) for v in size_wh), Image.NEAREST))
+    return out.astype(label.dtype)
 
 
 def map_labels(raw: np.ndarray, mapping: dict[int, int], ignore_index: int = 255) -> np.ndarray:

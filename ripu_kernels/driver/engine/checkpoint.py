@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,16 @@ def load_file(path: str | os.PathLike, what: str = "checkpoint") -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found:  # a pickled object of some class: refused, since unpickling it could run code
+            raise CheckpointError(
+                f"cannot load {what} {path}: it holds a pickled {found.group(1)} object, and it is read with "
+                "torch.load(weights_only=True), which accepts only tensors and plain containers (unpickling "
+                "other objects could run code). If you trust the file, keep only its weights: python -c \"import "
+                f"torch; c = torch.load('{path}', weights_only=False); torch.save({{k: c[k] for k in c if k in "
+                "('model', 'config', 'num_classes', 'feature_extractor', 'classifier')}, 'weights.pth')\"") from exc
+        first = text.splitlines()[0] if text else type(exc).__name__
         raise CheckpointError(f"cannot load {what} {path}: {first} (it is read with torch.load(weights_only=True): "
                               "only tensors and plain containers are accepted)") from exc
     if not isinstance(obj, dict):
@@ -51,9 +61,9 @@ def save_checkpoint(path: str | os.PathLike, model, optimizer, iteration: int, c
                                     "config": config, "num_classes": int(num_classes), "history": history})
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
+def read_checkpoint(path: str | os.PathLike, loaded: dict | None = None) -> dict:
     """The checkpoint dict at ``path`` (written by ``ripu train``), checked for the entries it must have."""
-    ckpt = load_file(path)
+    ckpt = load_file(path) if loaded is None else loaded
     missing = [k for k in ("model", "config", "num_classes") if k not in ckpt]
     if ckpt.get("kind", CHECKPOINT_KIND) not in (CHECKPOINT_KIND, RESUME_KIND) or missing:
         raise CheckpointError(f"{path} is not a ripu_kernels checkpoint (missing {', '.join(missing) or 'kind'})")

@@ -10,11 +10,15 @@ the two domains may have different sizes). The loss is
 ``train.target_losses_before_rounds`` is false, which makes the iterations before it source-only).
 At each iteration listed in ``active.rounds_at`` the model acquires a round of regions (RA) or pixels
 (PA) on the target train set; the simulated oracle reveals their ground truth. The LR follows
-``lr * (1 - it / iters) ** power`` with the head at ``head_lr_mult`` x. Losses and acquisition go
+``lr * (1 - it / max_iter) ** power`` with the head at ``head_lr_mult`` x (``train.max_iter``, the authors'
+MAX_ITER; training stops after ``train.iters`` iterations, their STOP_ITER, with the LR still above 0). A
+source-free run (``data.source: none``) has only the target terms; a source-only run (``active.mode: none``
+without target losses) only the source ones and reads no target train images. Losses and acquisition go
 through the public fused ops (``ripu_kernels.local_consistency_loss`` etc., backend ``auto``).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -27,16 +31,20 @@ import torch.nn.functional as F
 import ripu_kernels as rk
 
 from ..active import Acquirer, Budget, Ledger, MaskStore, SimulatedOracle
+from ..active.resolution import label_hw
 from ..active.shards import acquire_round
 from ..annotate import human
 from ..config import Config, config_diff
 from ..data import IGNORE_INDEX, build_datasets
-from ..data.sampling import BatchStream
+from ..data.sampling import BatchStream, source_stream
 from ..errors import ConfigError, LabelImportError
 from ..evaluate import evaluate_sharded, format_table
 from ..io import atomic_write_json
 from ..models import build_model, upsample
 from . import checkpoint as ckpt_io
+from ..preflight import check_weights, preflight
+from .authors import load_weights, read_weights
+from .device import resolve_device
 from .distributed import DistEnv, current, wrap_ddp
 from .schedule import poly_lr
 
@@ -44,8 +52,8 @@ log = logging.getLogger("ripu")
 
 # config keys that may change when a run is resumed (where the data lives, how fast it runs, how it logs)
 RESUME_MUTABLE = ("out_dir", "device", "threads", "data.source_root", "data.target_root", "data.source_list",
-                  "data.target_train_list", "data.target_val_list", "train.log_every", "eval.batch_size",
-                  "active.batch_size")
+                  "data.target_train_list", "data.target_val_list", "data.prepared_dir", "data.preflight",
+                  "train.log_every", "eval.batch_size", "active.batch_size")
 
 
 def seed_everything(seed: int) -> None:
@@ -98,8 +106,8 @@ class DomainPair(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, src: torch.Tensor, tgt: torch.Tensor | None = None):
-        return self.model(src), (self.model(tgt) if tgt is not None else None)
+    def forward(self, src: torch.Tensor | None, tgt: torch.Tensor | None = None):
+        return (self.model(src) if src is not None else None), (self.model(tgt) if tgt is not None else None)
 
 
 class Trainer:
@@ -112,14 +120,29 @@ class Trainer:
         self.out = Path(cfg.out_dir)
         self.env = env if env is not None else current()
         self.resume = resume
-        self.device = torch.device(cfg.device)
+        self.device = torch.device(resolve_device(cfg.device))
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
-        self.source, self.target, self.val = datasets if datasets is not None else build_datasets(cfg)
+        if not resume:  # (a resumed run takes every weight from its resume state)
+            check_weights(cfg)  # no ResNet from random weights unless model.pretrained=none says so
+        # target train images are needed for acquisition or target losses (not by a source-only run)
+        self.uses_target = cfg.active.mode != "none" or cfg.train.target_losses_before_rounds
+        if datasets is None:
+            need = ("source",) * (cfg.data.source != "none") + ("target",) * self.uses_target + ("val",)
+            datasets = build_datasets(cfg, need)
+            if cfg.data.preflight != "off":  # every rank: each fails alike instead of waiting for rank 0
+                preflight(datasets, decode=cfg.data.preflight == "decode", progress=progress and self.env.is_main)
+        self.source, self.target, self.val = datasets
         self.num_classes = cfg.data.num_classes
         self.class_names = getattr(self.val, "class_names", ()) or tuple(str(i) for i in range(self.num_classes))
-        self.model = build_model(cfg.model, self.num_classes).to(self.device)
+        init = cfg.model.init_checkpoint if not resume else ""
+        # with an init checkpoint (or a resume state) every weight comes from it: no ImageNet file is read
+        self.model = build_model(dataclasses.replace(cfg.model, pretrained="none") if init or resume else cfg.model,
+                                 self.num_classes)
+        if init:
+            load_weights(self.model, read_weights(init, cfg), f"model.init_checkpoint {init}")
+        self.model.to(self.device)
         self.train_model = wrap_ddp(DomainPair(self.model), self.env, self.device)  # DDP when distributed
         backbone, head = self.model.param_groups()
         t = cfg.train
@@ -159,8 +182,10 @@ class Trainer:
         ckpt_io.save_resume(self.out, {
             "iteration": self.iteration if iteration is None else iteration, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "config": self.cfg.to_dict(), "metrics": metrics,
-            "running": running, "flip_generator": gen.get_state(), "source_batches": src_batches.state_dict(),
-            "target_batches": tgt_batches.state_dict(), "num_classes": self.num_classes,
+            "running": running, "flip_generator": gen.get_state(),
+            "source_batches": src_batches.state_dict() if src_batches is not None else None,
+            "target_batches": tgt_batches.state_dict() if tgt_batches is not None else None,
+            "num_classes": self.num_classes,
             "num_workers": self.cfg.data.num_workers, "world_size": self.env.world_size, **(extra or {})})
 
     def load_resume(self, gen, src_batches, tgt_batches):
@@ -177,8 +202,10 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         gen.set_state(state["flip_generator"])
-        src_batches.load_state_dict(state["source_batches"])
-        tgt_batches.load_state_dict(state["target_batches"])
+        if src_batches is not None:
+            src_batches.load_state_dict(state["source_batches"])
+        if tgt_batches is not None:
+            tgt_batches.load_state_dict(state["target_batches"])
         ckpt_io.set_rng_state(state["rng"])
         if self.budget is not None:
             self.ledger = Ledger.load(self.ledger_path, self.budget.mode, self.budget.k)
@@ -193,38 +220,57 @@ class Trainer:
         r, w = self.env.rank, self.env.world_size
         return (torch.rand(batch_size * w, generator=gen) < 0.5)[r * batch_size:(r + 1) * batch_size]
 
-    def step(self, src: dict, tgt: dict, use_target: bool, gen: torch.Generator) -> dict:
+    def revealed_labels(self, tgt: dict) -> torch.Tensor:
+        """The revealed labels of a target batch at its input size (masks are stored at the label size the
+        acquisition used, e.g. the original 1024x2048, and nearest-resized here, as the authors)."""
+        hw = tuple(tgt["image"].shape[-2:])
+        stored = [label_hw(self.target, int(i), hw) for i in tgt["index"].tolist()]
+        return self.store.revealed_batch(tgt["id"], hw, stored)
+
+    def step(self, src: dict | None, tgt: dict | None, use_target: bool, gen: torch.Generator) -> dict:
+        """One SGD step on a source batch (None: source-free) and, with ``use_target``, a target batch."""
         t = self.cfg.train
         for group in self.optimizer.param_groups:
-            group["lr"] = poly_lr(t.lr, self.iteration, t.iters, t.power) * group["lr_mult"]
-        src_img, src_lab = src["image"], src["label"]
-        tgt_img = tgt_lab = None
+            group["lr"] = poly_lr(t.lr, self.iteration, self.cfg.lr_horizon, t.power) * group["lr_mult"]
+        src_img = src_lab = tgt_img = tgt_lab = None
+        if src is not None:
+            src_img, src_lab = src["image"], src["label"]
         if use_target:
-            tgt_img, tgt_lab = tgt["image"], self.store.revealed_batch(tgt["id"], tuple(tgt["image"].shape[-2:]))
+            tgt_img, tgt_lab = tgt["image"], self.revealed_labels(tgt)
         if t.flip:
-            f = self._flips(src_img.shape[0], gen)
-            src_img = torch.where(f[:, None, None, None], src_img.flip(-1), src_img)
-            src_lab = torch.where(f[:, None, None], src_lab.flip(-1), src_lab)
+            if src is not None:
+                f = self._flips(src_img.shape[0], gen)
+                src_img = torch.where(f[:, None, None, None], src_img.flip(-1), src_img)
+                src_lab = torch.where(f[:, None, None], src_lab.flip(-1), src_lab)
             if use_target:
                 f = self._flips(tgt_img.shape[0], gen)
                 tgt_img = torch.where(f[:, None, None, None], tgt_img.flip(-1), tgt_img)
                 tgt_lab = torch.where(f[:, None, None], tgt_lab.flip(-1), tgt_lab)
         self.model.train()
-        src_out, tgt_out = self.train_model(src_img.to(self.device),
+        src_out, tgt_out = self.train_model(src_img.to(self.device) if src is not None else None,
                                             tgt_img.to(self.device) if use_target else None)
-        src_logits = upsample(src_out, tuple(src_lab.shape[-2:]))
-        src_lab = src_lab.to(self.device)
-        loss_src = F.cross_entropy(src_logits, src_lab, ignore_index=IGNORE_INDEX)
-        loss_lcr = rk.local_consistency_loss(src_logits, src_lab, kind=t.lcr_kind, neighbors=t.lcr_neighbors,
-                                             ignore_index=IGNORE_INDEX)
-        loss = loss_src + t.lcr_weight * loss_lcr
-        parts = {"src_ce": loss_src.item(), "lcr": loss_lcr.item()}
+        loss = torch.zeros((), device=self.device)
+        parts = {}
+        if src is not None:
+            src_logits = upsample(src_out, tuple(src_lab.shape[-2:]))
+            src_lab = src_lab.to(self.device)
+            loss_src = F.cross_entropy(src_logits, src_lab, ignore_index=IGNORE_INDEX)
+            loss = loss + loss_src
+            parts["src_ce"] = loss_src.item()
+            if t.lcr_weight > 0:  # as the authors' train.py:132, skipped at weight 0 (source-only)
+                loss_lcr = rk.local_consistency_loss(src_logits, src_lab, kind=t.lcr_kind,
+                                                     neighbors=t.lcr_neighbors, ignore_index=IGNORE_INDEX)
+                loss = loss + t.lcr_weight * loss_lcr
+                parts["lcr"] = loss_lcr.item()
         if use_target:
             tgt_logits = upsample(tgt_out, tuple(tgt_lab.shape[-2:]))
             loss_tgt = masked_ce(tgt_logits, tgt_lab.to(self.device))
-            loss_nl = rk.negative_learning_loss(tgt_logits, threshold=t.nl_threshold)
-            loss = loss + loss_tgt + t.nl_weight * loss_nl
-            parts.update(tgt_ce=loss_tgt.item(), nl=loss_nl.item())
+            loss = loss + loss_tgt
+            parts["tgt_ce"] = loss_tgt.item()
+            if t.nl_weight > 0:
+                loss_nl = rk.negative_learning_loss(tgt_logits, threshold=t.nl_threshold)
+                loss = loss + t.nl_weight * loss_nl
+                parts["nl"] = loss_nl.item()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training: the loss became {float(loss)} at iteration {self.iteration} "
                                      f"({parts}); lower train.lr")
@@ -237,7 +283,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------ evaluation
     def evaluate(self, tag: str) -> dict:
         res = evaluate_sharded(self.env, self.model, self.val, self.num_classes, self.device,
-                               self.cfg.eval.batch_size, self.cfg.eval.flip, self.progress and self.env.is_main)
+                               self.cfg.eval.batch_size, self.cfg.eval.flip, self.progress and self.env.is_main,
+                               self.class_names)
         log.info("[%s] iteration %d: mIoU %.2f\n%s", tag, self.iteration, res["miou"],
                  format_table(res, self.class_names))
         return res
@@ -246,7 +293,8 @@ class Trainer:
         """Round ``round_idx`` on every rank (sharded, journalled, resumable), then the merged masks and ledger."""
         start = time.time()
         acquirer = Acquirer(self.model, self.budget, self.device, self.cfg.active.batch_size,
-                            self.cfg.active.align_corners, self.progress and self.env.is_main)
+                            self.cfg.active.align_corners, self.progress and self.env.is_main,
+                            resize_via_input=self.cfg.active.resize_via_input)
         exporter = None
         if self.human:
             exporter = human.make_exporter(self.cfg, self.out, self.state_dir, round_idx, self.budget, self.target,
@@ -275,13 +323,15 @@ class Trainer:
             atomic_write_json(self.out / "config.json", cfg.to_dict())
         rounds = list(cfg.active.rounds_at) if self.budget is not None else []
         r_, w_, nw = self.env.rank, self.env.world_size, cfg.data.num_workers
-        src_batches = BatchStream(self.source, cfg.data.batch_size, cfg.seed + 1, nw, r_, w_)
-        tgt_batches = BatchStream(self.target, cfg.data.batch_size, cfg.seed + 2, nw, r_, w_)
+        src_batches = source_stream(cfg, self.source, r_, w_) if self.source is not None else None
+        tgt_batches = (BatchStream(self.target, cfg.data.batch_size, cfg.seed + 2, nw, r_, w_)
+                       if self.uses_target else None)
         gen = torch.Generator().manual_seed(cfg.seed + 3)
         backends = rk.available_backends(self.device)
-        log.info("run in %s: %d source / %d target train / %d target val images; fused ops backend 'auto' "
-                 "(available: %s); %d threads", self.out, len(self.source), len(self.target), len(self.val),
-                 ", ".join(backends), torch.get_num_threads())
+        log.info("run in %s: %s source / %s target train / %d target val images; fused ops backend 'auto' "
+                 "(available: %s); %d threads; LR poly to iteration %d, training stops at %d", self.out,
+                 len(self.source) if self.source is not None else "no", len(self.target) if self.target is not None
+                 else "no", len(self.val), ", ".join(backends), torch.get_num_threads(), cfg.lr_horizon, t.iters)
         metrics: dict = {"rounds": [], "ops_backends": backends}
         started = time.time()
         running: dict[str, float] = {}
@@ -306,8 +356,10 @@ class Trainer:
                     bar.close()
                     log.info("[round %d] waiting for people's labels: %s", r, human.export_dir(self.out, r))
                     return {**metrics, "awaiting_labels": {"round": r, "export": str(human.export_dir(self.out, r))}}
-            use_target = t.target_losses_before_rounds or (bool(rounds) and self.iteration >= rounds[0])
-            parts = self.step(next(src_batches), next(tgt_batches), use_target, gen)
+            use_target = self.uses_target and (t.target_losses_before_rounds or
+                                               (bool(rounds) and self.iteration >= rounds[0]))
+            parts = self.step(next(src_batches) if src_batches is not None else None,
+                              next(tgt_batches) if tgt_batches is not None else None, use_target, gen)
             for key, v in parts.items():
                 running[key] = running.get(key, 0.0) + v
             if (self.iteration + 1) % t.log_every == 0:
@@ -325,6 +377,8 @@ class Trainer:
         final = self.evaluate("final")
         if metrics["rounds"]:
             metrics["rounds"][-1]["miou"] = final["miou"]
+        if "miou_13" in final:
+            metrics["miou13_final"] = final["miou_13"]
         metrics.update(miou_final=final["miou"], iou_final=final["iou"], class_names=list(self.class_names),
                        labelled_fraction=self.ledger.labelled_fraction,
                        labelled_pixels=self.ledger.labelled_pixels, target_pixels=self.ledger.total_pixels,
@@ -352,14 +406,17 @@ class Trainer:
         self.save_checkpoint(f"round_{r}.pth")
 
 
-def load_checkpoint(path: str | os.PathLike, device="cpu"):
-    """(model in eval mode, :class:`Config`, checkpoint dict) from a checkpoint written by :class:`Trainer`."""
+def load_checkpoint(path: str | os.PathLike, device="cpu", loaded: dict | None = None):
+    """(model in eval mode, :class:`Config`, checkpoint dict) from a checkpoint written by :class:`Trainer`
+    (``loaded``: its dict when the file was read already)."""
     from ..config import config_from_dict
     from ..errors import CheckpointError
 
-    ckpt = ckpt_io.read_checkpoint(path)
+    ckpt = ckpt_io.read_checkpoint(path, loaded)
     cfg = config_from_dict(ckpt["config"], str(path))
-    model = build_model(cfg.model, int(ckpt["num_classes"]))
+    # the checkpoint holds every weight: no ImageNet file or init checkpoint is read for it
+    model = build_model(dataclasses.replace(cfg.model, pretrained="none", init_checkpoint=""),
+                        int(ckpt["num_classes"]))
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
