@@ -31,7 +31,7 @@ template <typename S, typename T>
 void scores(const S* logits, const Dims4& d, const Resize& rs, int64_t k, bool pixel_mode, T* score, T* impurity,
             T* uncertainty);
 
-// Exact greedy selection (SPEC "Selection"). score: (B, H, W) contiguous; n: (B,) picks per image (<= n_max);
+// Exact greedy selection (SPEC "Selection"). score: (B, H, W) contiguous; n: (B,) picks per image, clamped to [0, n_max];
 // active_in: (B, H, W) bool or nullptr (not modified); centers: (B, n_max, 2); counts: (B,); active_out and
 // selected: (B, H, W). All outputs are fully written.
 template <typename T>
