@@ -1,5 +1,5 @@
 // The tiling of scores.cu's window pass, written once for the kernel and for the host emulation that tests it
-// (tests/cpp/test_window_tile.cpp). Plain C++ (RIPU_HOST_DEVICE): no CUDA headers, no torch, no allocation.
+// (tests/cpp/test_cuda_host.cpp). Plain C++ (RIPU_HOST_DEVICE): no CUDA headers, no torch, no allocation.
 //
 // The window pass turns two B x H x W maps -- the argmax label (uint16; the value C marks a pixel with a
 // non-finite logit) and the normalised entropy e -- into the impurity P, the mean entropy U and the score of every

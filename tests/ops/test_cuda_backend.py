@@ -133,7 +133,7 @@ def test_selection_model_matches_reference_with_thresholds(mask_radius, n, quant
 
 # ------------------------------------------------------- model of the GPU window statistics (runs everywhere)
 def _model_window_stats(e, label, C, k, pixel_mode, tile_w, band):
-    """Step-by-step model of scores.cu window_kernel (csrc/cuda/window_tile.h; tests/cpp/test_window_tile.cpp runs
+    """Step-by-step model of scores.cu window_kernel (csrc/cuda/window_tile.h; tests/cpp/test_cuda_host.cpp runs
     the kernel's own helpers): labels with C marking a non-finite pixel; per tile a k-column halo; per column the
     counts of rows [i - k, i + k] slid down the band (add the entering row, remove the leaving one); along the row
     exclusive prefix sums q, so that a window's count is q[hi] - q[lo]. Returns the window class counts (C + 1 per

@@ -1,10 +1,12 @@
-// Host emulation of the CUDA window pass (csrc/cuda/scores.cu window_kernel) through the very helpers it calls
-// (csrc/cuda/window_tile.h): plan, layout, per-thread column updates, per-lane scan steps, window spans. A block of
-// kWinThreads threads is run phase by phase -- every thread's step (a), barrier, every warp's step (b) (the warp
-// scan emulated lane by lane), barrier, every thread's step (c) -- which is exactly what the barriers guarantee on
-// the GPU. Checked against brute-force window sums: class counts, non-finite counts and entropy sums per pixel,
-// impurity bit for bit. A second set of tests checks the bank arithmetic of every shared-memory access pattern and
-// the plan's invariants. Torch-free and CUDA-free: it runs under CTest on any machine.
+// Host checks of the CUDA launch logic, torch-free and CUDA-free (CTest runs them on any machine):
+// - an emulation of the window pass (csrc/cuda/scores.cu window_kernel) through the very helpers it calls
+//   (csrc/cuda/window_tile.h: plan, layout, per-thread column updates, per-lane scan steps, window spans). A block of
+//   kWinThreads threads runs phase by phase -- every thread's step (a), barrier, every warp's step (b) (the warp
+//   scan emulated lane by lane), barrier, every thread's step (c) -- which is what the barriers guarantee on the GPU.
+//   Checked against brute-force window sums: class counts, non-finite counts and entropy sums per pixel, impurity
+//   bit for bit;
+// - the bank arithmetic of every shared-memory access pattern of that kernel, and the plan's invariants;
+// - select.cu's grid over images past the 65535 limit of gridDim.y (csrc/cuda/select_grid.h).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "check.h"
+#include "cuda/select_grid.h"
 #include "cuda/window_tile.h"
 #include "ripu/window_math.h"
 
@@ -335,11 +338,26 @@ void test_plan_invariants() {
   CHECK(k32.tile_w == 3 * 128 - 1 - 64);
 }
 
+// select.cu's histogram grid: images along y past the 65535 limit are covered exactly once by the blocks' loop.
+void test_select_grid_covers_every_image() {
+  for (int64_t B : {int64_t(1), int64_t(7), int64_t(65535), int64_t(65536), int64_t(70000), int64_t(200001)}) {
+    const SelectGrid g = hist_grid(B, 1024 * 2048, 256);
+    CHECK(g.y >= 1 && g.y <= 65535 && g.x >= 1 && g.x <= 1024);
+    std::vector<int> seen(B, 0);
+    for (unsigned by = 0; by < g.y; ++by)
+      for (int64_t b = by; b < B; b += g.y) seen[b] += 1;  // the kernel's loop over images
+    CHECK(std::all_of(seen.begin(), seen.end(), [](int v) { return v == 1; }));
+    CHECK(per_image_blocks(B) == static_cast<unsigned>(B));
+  }
+  CHECK(hist_grid(3, 1, 256).x == 1 && hist_grid(3, int64_t(1) << 30, 256).x == 1024);
+}
+
 }  // namespace
 
 int main() {
+  test_select_grid_covers_every_image();
   test_plan_invariants();
   test_shared_memory_accesses_are_conflict_free();
   test_emulation_matches_brute_force();
-  return ripu_test::report("test_window_tile");
+  return ripu_test::report("test_cuda_host");
 }
