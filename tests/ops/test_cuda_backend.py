@@ -213,6 +213,103 @@ def test_window_model_matches_reference(op, shape, k, tile_w, band):
                              **tol(torch.float64))
 
 
+# ---------------------------------------------------- model of the GPU LCR backward (runs everywhere)
+_OFFS = {8: [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)], 4: [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)]}
+
+
+def _model_lcr_backward(x, labels, kind, neighbors, ignore_index, grad=1.0):
+    """Step-by-step model of losses.cu lcr_backward: boundary flags; softmax statistics only at touched pixels (v + o a
+    boundary pixel); per pixel v: zeros when untouched, else g = [v boundary] dg/dp + sum over boundary u within one
+    step of v of mult(u -> v) / K dg/dmean(u), then the softmax Jacobian scaled by grad / count."""
+    from ripu_kernels.reference._impl import boundary_mask
+
+    x = x.double().numpy()
+    bsz, c, h, w = x.shape
+    offs = _OFFS[neighbors]
+    K = len(offs)
+    flags = boundary_mask(labels, neighbors, ignore_index).numpy()
+    count = max(int(flags.sum()), 1)
+
+    def inside(i, j):
+        return 0 <= i < h and 0 <= j < w
+
+    def touched(b, i, j):
+        return any(inside(i + di, j + dj) and flags[b, i + di, j + dj] for di, dj in offs)
+
+    m = np.full((bsz, h, w), np.nan)
+    s = np.full((bsz, h, w), np.nan)  # statistics only where touched: reading elsewhere would give NaN here
+    for b in range(bsz):
+        for i in range(h):
+            for j in range(w):
+                if touched(b, i, j):
+                    m[b, i, j] = x[b, :, i, j].max()
+                    s[b, i, j] = np.exp(x[b, :, i, j] - m[b, i, j]).sum()
+
+    def prob(b, i, j):
+        return np.exp(x[b, :, i, j] - m[b, i, j]) / s[b, i, j]
+
+    def mean(b, i, j):
+        return sum(prob(b, min(max(i + di, 0), h - 1), min(max(j + dj, 0), w - 1)) for di, dj in offs) / K
+
+    def term_grad(p, mu):
+        if kind == "l1":
+            sg = np.sign(p - mu)
+            return sg, -sg
+        den = mu + 1e-6
+        r = p / den
+        inner = r + 1e-6
+        return np.log(inner) + p / (inner * den), -(p * r) / (inner * den)
+
+    dx = np.zeros_like(x)
+    for b in range(bsz):
+        for i in range(h):
+            for j in range(w):
+                if not touched(b, i, j):
+                    continue
+                g = np.zeros(c)
+                if flags[b, i, j]:
+                    g += term_grad(prob(b, i, j), mean(b, i, j))[0]
+                for di in (-1, 0, 1):
+                    for dj in (-1, 0, 1):
+                        a, c2 = i + di, j + dj
+                        if not inside(a, c2) or not flags[b, a, c2]:
+                            continue
+                        mult = sum(min(max(a + oi, 0), h - 1) == i and min(max(c2 + oj, 0), w - 1) == j
+                                   for oi, oj in offs)
+                        if mult:
+                            g += mult / K * term_grad(prob(b, a, c2), mean(b, a, c2))[1]
+                p = prob(b, i, j)
+                dx[b, :, i, j] = grad / count * p * (g - (p * g).sum())
+    return torch.from_numpy(dx)
+
+
+@pytest.mark.parametrize("kind,neighbors", [("l1", 8), ("kl", 8), ("l1", 4), ("kl", 4)])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 2, 1, 5), (1, 3, 4, 1)])
+def test_lcr_backward_model_matches_autograd(kind, neighbors, shape, gen):
+    """The sparse gather of the CUDA LCR backward equals autograd through the reference, and leaves a non-finite
+    logit that the loss never reads with a zero gradient (as the reference does)."""
+    b, c, h, w = shape
+    x = random_logits(shape, torch.float64, gen, scale=1.0)
+    labels = torch.randint(0, 3, (b, h, w), generator=gen)
+    labels[0, 0, : max(w // 2, 1)] = 255
+    x_ref = x.clone().requires_grad_()
+    rk.local_consistency_loss(x_ref, labels, kind=kind, neighbors=neighbors, backend="reference").backward()
+    got = _model_lcr_backward(x, labels, kind, neighbors, 255)
+    assert_close_verbose(got, x_ref.grad, name=f"model LCR backward {kind} {neighbors}", **tol(torch.float64, grad=True))
+
+
+def test_lcr_backward_model_ignores_unread_nonfinite_logits(gen):
+    x = random_logits((1, 2, 8, 8), torch.float64, gen, scale=1.0)
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    labels[0, 5:, 5:] = 1  # boundary pixels only near the bottom-right corner (and where the zero padding sees 1s)
+    x[0, :, 0, 0] = float("nan")  # far from every boundary pixel: never read
+    x_ref = x.clone().requires_grad_()
+    rk.local_consistency_loss(x_ref, labels, backend="reference").backward()
+    got = _model_lcr_backward(x, labels, "l1", 8, 255)
+    assert torch.isfinite(got).all() and got[0, :, 0, 0].eq(0).all()
+    assert_close_verbose(got, x_ref.grad, name="model LCR backward", **tol(torch.float64, grad=True))
+
+
 # ----------------------------------------------------------------------------------------------- GPU tests
 def _cuda(x):
     return x.to("cuda") if x is not None else None
