@@ -4,7 +4,8 @@ CPU kernels are always compiled (``csrc/cpu`` + the binding layer in ``python/``
 (``csrc/cuda`` + ``python/*.cu``) are added when PyTorch has CUDA and nvcc is found. Install with
 ``pip install --no-build-isolation -e .`` so the build uses the torch already installed.
 ``DEBUG=1`` builds with ``-O0 -g``; ``RIPU_NO_EXTENSION=1`` skips the extension (pure-Python install);
-``RIPU_NO_CUDA=1`` builds the CPU kernels only. CUDA builds target ``TORCH_CUDA_ARCH_LIST`` when it is set, else
+``RIPU_NO_CUDA=1`` builds the CPU kernels only. ``MAX_JOBS`` bounds the parallel compiles (ninja, or forked
+compiler processes where ninja is missing). CUDA builds target ``TORCH_CUDA_ARCH_LIST`` when it is set, else
 ``8.0;9.0`` (torch would otherwise ask the local GPU, which a build machine may not have). The torch version the
 extension is built against is compiled into it (``ripu_kernels._C.TORCH_VERSION``), so that a stale build is
 reported at import instead of failing obscurely.
@@ -46,6 +47,65 @@ def _build_info_dir(torch) -> str:
     return folder
 
 
+def _compile_in_parallel(compiler) -> None:
+    """Compile the sources of one extension in parallel (MAX_JOBS, default every core) on the non-ninja path.
+
+    torch's BuildExtension falls back to setuptools, which compiles one source after another, when ninja is not
+    installed (as on a GPU machine that brought its own torch): the CUDA build then takes minutes. Each source is
+    compiled in a forked child because torch's per-source wrapper swaps the compiler executable for .cu files
+    (not thread-safe); the children write the objects, the parent links them.
+    """
+    jobs = int(os.environ.get("MAX_JOBS") or os.cpu_count() or 1)
+    if jobs < 2 or not hasattr(os, "fork"):
+        return
+    import traceback
+
+    def compile(sources, output_dir=None, macros=None, include_dirs=None, debug=0, extra_preargs=None,
+                extra_postargs=None, depends=None):
+        macros, objects, extra_postargs, pp_opts, build = compiler._setup_compile(
+            output_dir, macros, include_dirs, sources, depends, extra_postargs)
+        cc_args = compiler._get_cc_args(pp_opts, debug, extra_preargs)
+        pending, running, failed = [o for o in objects if o in build], {}, []
+        while pending or running:
+            while pending and len(running) < jobs:
+                obj = pending.pop(0)
+                pid = os.fork()
+                if pid == 0:  # child: compile one source, never return into setuptools
+                    code = 0
+                    try:
+                        src, ext = build[obj]
+                        compiler._compile(obj, src, ext, cc_args, extra_postargs, pp_opts)
+                    except BaseException:  # noqa: BLE001 -- reported, then the parent raises
+                        traceback.print_exc()
+                        code = 1
+                    os._exit(code)
+                running[pid] = obj
+            pid, status = os.wait()
+            obj = running.pop(pid)
+            if status != 0:
+                failed.append(build[obj][0])
+        if failed:
+            from setuptools.errors import CompileError
+
+            raise CompileError(f"compiling {', '.join(failed)} failed")
+        return objects
+
+    compiler.compile = compile
+
+
+def _build_ext_class(build_extension):
+    class RipuBuildExtension(build_extension):
+        """torch's BuildExtension (ninja when installed); without ninja the sources still compile in parallel."""
+
+        def build_extensions(self):
+            if not self.use_ninja:
+                _compile_in_parallel(self.compiler)
+            super().build_extensions()
+
+    # RIPU_USE_NINJA=0 takes the setuptools path even where ninja is installed (to check that path).
+    return RipuBuildExtension.with_options(use_ninja=os.environ.get("RIPU_USE_NINJA", "1") != "0")
+
+
 def _extensions():
     if os.environ.get("RIPU_NO_EXTENSION") == "1":
         return [], {}
@@ -82,7 +142,7 @@ def _extensions():
         ext = CUDAExtension(sources=cpp + cu, extra_compile_args={"cxx": cxx, "nvcc": nvcc_flags}, **kwargs)
     else:
         ext = CppExtension(sources=cpp, extra_compile_args={"cxx": cxx}, **kwargs)
-    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+    return [ext], {"build_ext": _build_ext_class(BuildExtension)}
 
 
 ext_modules, cmdclass = _extensions()

@@ -22,7 +22,14 @@ from ._tol import assert_close_verbose, tol
 from .conftest import LAYOUTS, layout, random_logits
 
 CUDA_REASON = _dispatch.unavailable_reason("cuda", torch.device("cuda"))
-needs_cuda = pytest.mark.skipif(CUDA_REASON is not None, reason=f"backend cuda unavailable: {CUDA_REASON}")
+
+
+def needs_cuda(test):
+    """A GPU test (``pytest -m gpu``), skipped without the cuda backend."""
+    skip = pytest.mark.skipif(CUDA_REASON is not None, reason=f"backend cuda unavailable: {CUDA_REASON}")
+    return pytest.mark.gpu(skip(test))
+
+
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 
