@@ -214,7 +214,8 @@ def local_consistency_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str
     if not isinstance(kind, str) or kind not in ("l1", "kl"):
         raise ValueError(f"ripu::{op}: kind must be 'l1' or 'kl', got {kind!r}")
     if not _is_int(neighbors) or int(neighbors) not in (4, 8):
-        raise ValueError(f"ripu::{op}: neighbors must be 4 or 8, got {neighbors!r}")
+        got = int(neighbors) if _is_int(neighbors) else repr(neighbors)
+        raise ValueError(f"ripu::{op}: neighbors must be 4 or 8, got {got}")
     ignore_index = _check_int(op, "ignore_index", ignore_index, minimum=-(2**62))
     fn = _dispatch.get(op, backend, logits.device)
     return fn(logits, labels, kind, int(neighbors), ignore_index)

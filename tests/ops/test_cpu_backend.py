@@ -284,3 +284,41 @@ def test_cpu_backend_refuses_other_devices():
     assert _backend_cpp.unavailable_reason(torch.device("cpu")) is None
     assert "CPU tensors only" in _backend_cpp.unavailable_reason(torch.device("meta"))
     assert rk.available_backends("cpu")[0] == "cpu"
+
+
+@pytest.mark.parametrize("op", SCORE_OPS)
+@pytest.mark.parametrize("size", [(17, 11), (9, 23)])  # from 9 x 11: one axis resized, the other left alone
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_nonfinite_through_resize_with_one_axis_unchanged(op, size, align_corners, gen):
+    """Along an axis the resize leaves alone, F.interpolate (CPU) reads each pixel alone: an inf does not turn its
+    neighbour into NaN through a zero-weight tap (0 * inf). The kernels share that maths with the CUDA backend."""
+    x = random_logits((1, 3, 9, 11), generator=gen)
+    x[0, 1, 4, 5] = float("inf")
+    check_parity(op, "cpu", x, 0, size, align_corners)
+    e = rk.pixel_scores(x, k=0, size=size, align_corners=align_corners, backend="cpu").uncertainty[0]
+    if size[1] == 11:  # width unchanged: the NaN stays in column 5
+        assert torch.isnan(e[:, 5]).any() and not torch.isnan(e[:, 4]).any() and not torch.isnan(e[:, 6]).any()
+    else:              # height unchanged: the NaN stays in row 4
+        assert torch.isnan(e[4]).any() and not torch.isnan(e[3]).any() and not torch.isnan(e[5]).any()
+
+
+@pytest.mark.parametrize("size", [(17, 11), (9, 23), (17, 23)])
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_reference_resize_off_cpu_keeps_the_cpu_semantics(size, align_corners, gen):
+    """On other devices the reference resizes an axis alone when the other is unchanged (F.interpolate's CUDA kernel
+    would read a zero-weight neighbour there): the same non-finite pixels as CPU F.interpolate (which may turn an
+    inf into a NaN in place: the ops treat both alike), values within an ulp."""
+    from ripu_kernels.reference import _impl
+
+    x = random_logits((2, 3, 9, 11), generator=gen)
+    x[0, 1, 4, 5] = float("inf")
+    want = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
+    if size[0] == 9:
+        got = _impl._linear_along(x, 3, size[1], align_corners)
+    elif size[1] == 11:
+        got = _impl._linear_along(x, 2, size[0], align_corners)
+    else:
+        got = want
+    finite = torch.isfinite(want)
+    assert torch.equal(torch.isfinite(got), finite)
+    torch.testing.assert_close(got[finite], want[finite], atol=1e-6, rtol=1e-6)
