@@ -1,4 +1,4 @@
-"""Deliberately slow, loop-by-loop oracles of the SPEC, to keep the vectorised reference honest.
+"""Deliberately slow, loop-by-loop oracles of docs/ops.md, to keep the vectorised reference honest.
 
 Everything is plain Python floats (double precision) over a handful of pixels or tiny maps.
 """
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 
 def resized(logits: torch.Tensor, size=None, align_corners=True) -> torch.Tensor:
-    """The logits the SPEC's maths runs on: computed in float32 (float64 for float64), resized if asked."""
+    """The logits the maths of docs/ops.md runs on: computed in float32 (float64 for float64), resized if asked."""
     x = logits.to(torch.float64 if logits.dtype == torch.float64 else torch.float32)
     if size is not None:
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)

@@ -1,4 +1,4 @@
-// Per-pixel pieces of the two losses (SPEC "Losses"), forward and backward.
+// Per-pixel pieces of the two losses (docs/ops.md, the two losses), forward and backward.
 //
 // LCR: d = sum_c g(p_c, mean_c) with g = |p - mean| (l1) or p * log(p / (mean + 1e-6) + 1e-6) (kl); the kernels
 // need g and its two partial derivatives. NL: term = -log(1 - p + 1e-6) where p < threshold. The softmax
