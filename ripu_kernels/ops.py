@@ -28,7 +28,7 @@ def _is_int(value) -> bool:
     """An integral scalar: int, a NumPy integer (numbers.Integral), a 0-d integer tensor; not bool."""
     if isinstance(value, bool):
         return False
-    if isinstance(value, numbers.Integral):
+    if isinstance(value, (numbers.Integral, torch.SymInt)):  # SymInt: a size under torch.compile's dynamic shapes
         return True
     return (isinstance(value, torch.Tensor) and value.dim() == 0 and not value.dtype.is_floating_point
             and not value.dtype.is_complex and value.dtype != torch.bool)

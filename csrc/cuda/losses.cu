@@ -248,7 +248,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// NL forward (or count-only) partials: sum of -log(1 - p + 1e-6) and count over p < threshold.
+// NL forward (or count-only) partials: sum of -log(1 - p + 1e-6) and count over p < threshold or NaN (nl_masked).
 template <typename S, typename T, bool kTerms>
 __global__ void __launch_bounds__(kThreads) nl_terms_kernel(Logits<S> x, T threshold, double* partials) {
   __shared__ double red[32];

@@ -101,7 +101,8 @@ __device__ __forceinline__ V warp_exclusive_scan(V v, V* total) {
     if (lane >= o) inc += n;
   }
   *total = __shfl_sync(0xffffffffu, inc, 31);
-  return inc - v;
+  const V before = __shfl_up_sync(0xffffffffu, inc, 1);  // the previous lane's inclusive sum (exact for doubles too)
+  return lane == 0 ? V(0) : before;
 }
 
 // Step (b) for one class row: q[x] = sum_{x' < x} cnt[x'] for x in [0, s16), by one warp. Lane l takes 4 columns of

@@ -22,7 +22,7 @@ def unavailable_reason(device: torch.device) -> str | None:
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; every other float dtype is computed in float32 (docs/ops.md, "Numerics")."""
+    """float64 stays float64; every other float dtype is computed in float32 (docs/ops.md, "Inputs and outputs")."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
