@@ -233,7 +233,7 @@ def test_torch_compile_fullgraph(backend):
                                                                                                     backend=backend)
         return s.score, sel.centers, loss
 
-    compiled = torch.compile(step, fullgraph=True)
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")  # inductor: test_triton_backend.py
     got, ref = compiled(x), step(x)
     assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
     torch.testing.assert_close(got[2], ref[2])
