@@ -1,10 +1,11 @@
 """ripu_kernels: fused, exact kernels for RIPU active domain adaptation (Xie et al., CVPR 2022).
 
-The six ops of shared/SPEC.md, each with ``backend="auto"|"reference"|"cpu"|"cuda"|"triton"``.
+Six ops, each with ``backend="auto"|"reference"|"cpu"|"cuda"|"triton"``; docs/ops.md is their contract (maths,
+ties, NaN, errors) and says what ``auto`` picks on each device.
 """
 from __future__ import annotations
 
-from ._dispatch import available_backends
+from ._dispatch import ExtensionUnavailableWarning, available_backends
 from .ops import (
     local_consistency_loss,
     negative_learning_loss,
@@ -16,6 +17,11 @@ from .ops import (
 from .types import Scores, Selection
 
 from . import reference  # noqa: E402  (after ops: it wraps them)
+from . import _dispatch  # noqa: E402
+
+# Import every backend now, not inside the first op call (which may run under torch.compile); warn once when the
+# compiled extension is unavailable.
+_dispatch.load_backends()
 
 __version__ = "0.1.0"
 
@@ -29,5 +35,6 @@ __all__ = [
     "Scores",
     "Selection",
     "available_backends",
+    "ExtensionUnavailableWarning",
     "reference",
 ]

@@ -3,14 +3,33 @@
 Importing ``ripu_kernels._C`` runs the C++ registrations (``TORCH_LIBRARY(ripu, m)`` with every schema and the
 CPU/CUDA kernels, see ``python/ripu_ops.cpp``). This module adds, from Python, the fake (meta) kernels that
 ``torch.compile`` and ``torch.library.opcheck`` need and the autograd formulas of the two losses, whose backward
-passes are the compiled ``ripu::_<loss>_backward`` ops. It raises ImportError when the extension is not built,
-which the dispatcher reports as "backend unavailable".
+passes are the compiled ``ripu::_<loss>_backward`` ops (a second derivative through them raises, naming the op).
+It raises ImportError when the extension is not built, or was built against another torch than the one running
+(``_C.TORCH_VERSION``), which the dispatcher reports as "backend unavailable" with the reason.
 """
 from __future__ import annotations
 
 import torch
 
-from . import _C  # noqa: F401  (registers torch.ops.ripu.*)
+_REBUILD = "rebuild with `pip install --no-build-isolation --no-deps -e .` (or `make setup`)"
+
+try:
+    from . import _C  # registers torch.ops.ripu.*
+except ImportError as exc:
+    if "undefined symbol" in str(exc) or "symbol not found" in str(exc):
+        raise ImportError(f"{exc} (ripu_kernels._C was probably built against another torch: {_REBUILD})") from exc
+    raise
+
+# A _C built against another torch may import (its symbols happen to resolve) yet crash or compute garbage: only the
+# torch it was built with may run it.
+_BUILT_WITH = getattr(_C, "TORCH_VERSION", None)
+if _BUILT_WITH != torch.__version__:
+    raise ImportError(f"ripu_kernels._C was built against torch {_BUILT_WITH or '(unknown: an older checkout)'}, "
+                      f"running torch {torch.__version__}: {_REBUILD}")
+
+# Asked once here (a dispatcher query inside an op call would break a torch.compile graph).
+HAS_CUDA_KERNELS = bool(getattr(_C, "WITH_CUDA", 0)) and torch._C._dispatch_has_kernel_for_dispatch_key(
+    "ripu::region_scores", "CUDA")
 
 _ops = torch.ops.ripu
 
@@ -98,6 +117,22 @@ def _nl_backward(ctx, grad):
 torch.library.register_autograd("ripu::negative_learning_loss", _nl_backward, setup_context=_nl_setup_context)
 
 
+# The backward ops have no derivative of their own: differentiating them (double backward, e.g. a gradient
+# penalty through a loss) raises here, naming the loss, instead of silently giving zeros.
+def _no_double_backward(loss: str):
+    def backward(ctx, grad):
+        raise RuntimeError(f"ripu::{loss}: double backward (the gradient of its gradient) is not implemented by the "
+                           f"compiled cpu/cuda kernels; use backend='reference' (plain autograd) for it")
+
+    return backward
+
+
+torch.library.register_autograd("ripu::_local_consistency_loss_backward",
+                                _no_double_backward("local_consistency_loss"))
+torch.library.register_autograd("ripu::_negative_learning_loss_backward",
+                                _no_double_backward("negative_learning_loss"))
+
+
 # ------------------------------------------------------------------------------------- backend interface
 def unavailable_reason(device: torch.device) -> str | None:
     """Backend ``cpu``: compiled CPU kernels, for CPU tensors only (``cuda`` lives in ``_backend_cuda``)."""
@@ -112,7 +147,7 @@ def cuda_unavailable_reason(device: torch.device) -> str | None:
     device = torch.device(device)
     if device.type != "cuda":
         return f"the cuda backend runs on CUDA tensors only, got a {device.type} tensor"
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("ripu::region_scores", "CUDA"):
+    if not HAS_CUDA_KERNELS:
         return "the extension ripu_kernels._C was built without CUDA kernels"
     if not torch.cuda.is_available():
         return "no CUDA device is available"

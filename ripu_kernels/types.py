@@ -1,4 +1,4 @@
-"""Result types of the public ops (shared/SPEC.md)."""
+"""Result types of the public ops (docs/ops.md)."""
 from __future__ import annotations
 
 from typing import NamedTuple

@@ -25,7 +25,7 @@ INC=""
 for d in $TORCH_INC; do INC="$INC -I$d"; done
 echo "== nvcc python/ripu_cuda.cu against torch headers (_GLIBCXX_USE_CXX11_ABI=$ABI, sm_90)"
 # shellcheck disable=SC2086
-"$NVCC" $COMMON $INC -D_GLIBCXX_USE_CXX11_ABI=$ABI -DPy_LIMITED_API=0x03090000 -DTORCH_EXTENSION_NAME=_C -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE \
+"$NVCC" $COMMON $INC -D_GLIBCXX_USE_CXX11_ABI=$ABI -DPy_LIMITED_API=0x030A0000 -DTORCH_EXTENSION_NAME=_C -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE \
   -arch=sm_90 -c python/ripu_cuda.cu -o /dev/null || status=1
 if [ $status -eq 0 ]; then echo "check_cuda_compile: OK"; else echo "check_cuda_compile: FAILED" >&2; fi
 exit $status

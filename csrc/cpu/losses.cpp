@@ -3,7 +3,9 @@
 // LCR: row bands in parallel; softmax rows are computed once per band into a small ring (3 rows forward, 5 rows
 // backward) and the box/cross mean is read from it with replicate padding. The backward gathers, for every pixel r,
 // d loss / d p_r = [r boundary] dg/dp (p_r, mean_r) + (1/K) sum over the (q, offset) pairs whose clamped neighbour is r
-// of [q boundary] dg/dmean (p_q, mean_q), then applies the softmax Jacobian. NL: rows in parallel, per-pixel terms.
+// of [q boundary] dg/dmean (p_q, mean_q), then applies the softmax Jacobian. Only pixels the loss reads (a boundary
+// pixel and its neighbourhood offsets) get a gradient; every other pixel gets exactly 0 -- a row with no boundary
+// pixel within one row is written as zeros without computing its softmax. NL: rows in parallel, per-pixel terms.
 // Sums are accumulated in double. Extra memory O(C x W) per thread. The per-row loops run class-outer, pixel-inner
 // so they vectorise (softmax with the polynomial exp of ripu/common.h, which keeps NaN where torch's exp gives NaN).
 // FP exceptions are never inspected here (see scores.cpp).
@@ -141,15 +143,18 @@ struct LcrWorker {
   const int (*off)[2];
   RowRing<T> p;   // softmax rows
   RowRing<T> ab;  // per row: dg/dp (first C*W) and dg/dmean (next C*W), zero off the boundary
+  std::vector<char> ab_bnd;  // per ab slot: the row's boundary flags (W) and, at [W], whether any is set
   std::vector<T> m, s, mean, g, dot;
-  std::vector<char> bnd;
+  std::vector<char> bnd, touched;
 
   LcrWorker(const S* x_, const RowSource<T>& src_, const int64_t* labels_, LcrKind kind_, int neighbors_,
             int64_t ignore_, int p_slots, int ab_slots)
       : x(x_), src(src_), labels(labels_), kind(kind_), neighbors(neighbors_), ignore(ignore_), C(src_.d.C),
         H(src_.d.H), W(src_.d.W), K(neighbors_ == 8 ? 9 : 5), off(neighbors_ == 8 ? kOff8 : kOff4),
         p(p_slots, src_.d.C * src_.d.W), ab(ab_slots, 2 * src_.d.C * src_.d.W), m(W), s(W), mean(C),
-        g(static_cast<size_t>(C * W)), dot(W), bnd(static_cast<size_t>(W)) {}
+        g(static_cast<size_t>(C * W)), dot(W), bnd(static_cast<size_t>(W)), touched(static_cast<size_t>(W)) {
+    ab_bnd.resize(static_cast<size_t>(ab_slots * (W + 1)));
+  }
 
   const T* prob(int64_t b, int64_t r) {
     const int64_t key = b * H + r;
@@ -196,12 +201,18 @@ struct LcrWorker {
     }
   }
 
-  const T* grads(int64_t b, int64_t q) {
+  // dg/dp and dg/dmean of row q (zero off the boundary); flags = its boundary flags, flags[W] = whether any is set.
+  const T* grads(int64_t b, int64_t q, const char** flags) {
     const int64_t key = b * H + q;
     T* buf = ab.slot(key);
+    char* fl = ab_bnd.data() + (key % ab.slots) * (W + 1);
+    *flags = fl;
     if (ab.has(key)) return buf;
     std::fill(buf, buf + 2 * C * W, T(0));
-    if (boundary_row(b, q)) {
+    const bool any = boundary_row(b, q);
+    std::copy(bnd.begin(), bnd.end(), fl);
+    fl[W] = any;
+    if (any) {
       const T* rows[3] = {prob(b, clamp_index(q - 1, H)), prob(b, q), prob(b, clamp_index(q + 1, H))};
       for (int64_t j = 0; j < W; ++j) {
         if (!bnd[j]) continue;
@@ -239,8 +250,28 @@ struct LcrWorker {
   // over the d loss / d mean rows, class-outer and vectorised; the edge columns are gathered one by one.
   void backward_row(int64_t b, int64_t r, T scale, T* dx, const Dims4& dd) {
     const T* abq[3] = {nullptr, nullptr, nullptr};  // rows r-1, r, r+1
+    const char* flq[3] = {nullptr, nullptr, nullptr};
+    bool any = false;
     for (int dq = -1; dq <= 1; ++dq)
-      if (r + dq >= 0 && r + dq < H) abq[dq + 1] = grads(b, r + dq);
+      if (r + dq >= 0 && r + dq < H) {
+        abq[dq + 1] = grads(b, r + dq, &flq[dq + 1]);
+        any = any || flq[dq + 1][W];
+      }
+    T* out = dx + b * dd.sB + r * dd.sH;
+    if (!any) {  // no boundary pixel within one row: the loss reads nothing here
+      zero_columns(out, dd, nullptr);
+      return;
+    }
+    // touched[j]: pixel (r, j) is read by the loss, i.e. (r, j) + o is a boundary pixel for an offset o.
+    for (int64_t j = 0; j < W; ++j) {
+      bool t = false;
+      for (int o = 0; o < K && !t; ++o) {
+        const int64_t qj = j + off[o][1];
+        const char* fl = flq[off[o][0] + 1];
+        t = fl != nullptr && qj >= 0 && qj < W && fl[qj];
+      }
+      touched[j] = t;
+    }
     const T* pr = prob(b, r);  // after grads(): rows r-2..r+2 fit in the 5-slot ring, so this stays valid
     const T invK = T(1) / static_cast<T>(K);
     T* G = g.data();
@@ -271,7 +302,15 @@ struct LcrWorker {
         }
       }
     }
-    softmax_backward_row<T>(pr, G, scale, dot.data(), C, W, dx + b * dd.sB + r * dd.sH, dd.sC, dd.sW);
+    softmax_backward_row<T>(pr, G, scale, dot.data(), C, W, out, dd.sC, dd.sW);
+    zero_columns(out, dd, touched.data());  // untouched pixels: 0 even where p is NaN (0 * NaN would be NaN)
+  }
+
+  // out[c * sC + j * sW] = 0 for every class and every column j with !keep[j] (all columns when keep is null).
+  void zero_columns(T* out, const Dims4& dd, const char* keep) const {
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t j = 0; j < W; ++j)
+        if (!keep || !keep[j]) out[c * dd.sC + j * dd.sW] = T(0);
   }
 };
 
@@ -358,9 +397,9 @@ void lcr_backward(T grad, const S* logits, const Dims4& d, const int64_t* labels
 
 namespace {
 
-// NL terms of one softmax row: t[q] = -log(1 - p + 1e-6) where p < threshold, else 0; returns their sum (double) and
-// adds the number of masked entries to count. The masked argument lies in [1e-6, 1 + 1e-6], where the polynomial
-// log is accurate; NaN probabilities are never masked.
+// NL terms of one softmax row: t[q] = -log(1 - p + 1e-6) where p < threshold or p is NaN, else 0; returns their sum
+// (double) and adds the number of masked entries to count. The masked argument lies in [1e-6, 1 + 1e-6], where the
+// polynomial log is accurate; a NaN probability (non-finite logits) is masked and makes the sum NaN.
 template <typename T>
 RIPU_CPU_CLONES double nl_row_terms(const T* __restrict p, int64_t n, T threshold, int64_t& count) {
   double total = 0.0;
@@ -376,7 +415,7 @@ RIPU_CPU_CLONES double nl_row_terms(const T* __restrict p, int64_t n, T threshol
   return total;
 }
 
-// g[q] = d term / d p where p < threshold, else 0.
+// g[q] = d term / d p where p < threshold (NaN where p is NaN), else 0.
 template <typename T>
 RIPU_CPU_CLONES void nl_row_grads(const T* __restrict p, T* __restrict g, int64_t n, T threshold) {
 #pragma omp simd

@@ -31,7 +31,7 @@ template <typename S, typename T>
 void scores(const S* logits, const Dims4& d, const Resize& rs, int64_t k, bool pixel_mode, T* score, T* impurity,
             T* uncertainty);
 
-// Exact greedy selection (SPEC "Selection"). score: (B, H, W) contiguous; n: (B,) picks per image (<= n_max);
+// Exact greedy selection (docs/ops.md, "select_regions"). score: (B, H, W) contiguous; n: (B,) picks per image, clamped to [0, n_max];
 // active_in: (B, H, W) bool or nullptr (not modified); centers: (B, n_max, 2); counts: (B,); active_out and
 // selected: (B, H, W). All outputs are fully written.
 template <typename T>
@@ -39,7 +39,7 @@ void select_regions(const T* score, int64_t B, int64_t H, int64_t W, const int64
                     int64_t radius, int64_t mask_radius, const bool* active_in, int64_t* centers, int64_t* counts,
                     bool* active_out, bool* selected);
 
-// Local consistency loss (SPEC "Losses"). labels: (B, H, W) int64 contiguous. Returns the loss.
+// Local consistency loss (docs/ops.md, "local_consistency_loss"). labels: (B, H, W) int64 contiguous. Returns the loss.
 template <typename S, typename T>
 T lcr_forward(const S* logits, const Dims4& d, const int64_t* labels, LcrKind kind, int neighbors,
               int64_t ignore_index);

@@ -1,4 +1,4 @@
-// CPU launcher for select_regions (torch-free): the exact greedy selection of SPEC "Selection".
+// CPU launcher for select_regions (torch-free): the exact greedy selection of docs/ops.md, "select_regions".
 //
 // Per image (images in parallel): gather the available pixels (not active, score not NaN and not -inf); take the
 // best `chunk` of them in (score desc, flat index asc) order with nth_element, sort only that chunk, and scan it,

@@ -1,11 +1,19 @@
 // LCR and NL losses on the GPU, forward and backward (see csrc/cuda/README.md).
 //
-// Forward: a per-pixel kernel computes the pixel's terms and reduces (sum, count) per block into a fixed number of
+// Forward: per-pixel kernels compute the pixel's terms and reduce (sum, count) per block into a fixed number of
 // partials; one single-block kernel adds the partials in a fixed order (deterministic) and writes the loss.
-// Backward: the same counting pass gives the normaliser on the device (no host read), then per-pixel kernels apply
-// the chain rule and the softmax Jacobian. LCR's gradient w.r.t. p at pixel v gathers, besides v's own dg/dp, the
-// dg/dmean of every boundary pixel u whose (replicate-padded) neighbourhood contains v, once per offset that lands
-// on v; those dg/dmean / K values are parked in a (B, C, H, W) scratch map.
+// LCR reads the logits only where the loss does: a boundary-flag map (1 byte per pixel, written with the per-block
+// boundary counts) marks the boundary pixels; softmax statistics (max, sum of exponentials) are computed only at
+// "touched" pixels -- u + o for a boundary pixel u and a neighbourhood offset o -- and the terms only at boundary
+// pixels.
+// Backward (LCR): the same flags and statistics, then one kernel over the pixels: an untouched pixel gets exactly 0
+// (whatever its logits: a non-finite logit the loss never reads gives no NaN); a touched pixel v gathers
+// [v boundary] dg/dp + (1/K) sum over the boundary pixels u within one step of v of mult(u -> v) dg/dmean(u), where
+// mult counts the offsets whose replicate-clamped neighbour of u is v, and applies the softmax Jacobian. No
+// C x H x W scratch: the extra memory is the flag map and the two statistics maps (1 + 2 sizeof(T) bytes per
+// pixel); the gradient is written once per element (twice at touched pixels). No atomics: deterministic run to run.
+// NL: one kernel, two passes over the classes. The normalisers (boundary or mask counts) come from counting passes
+// on the device and the upstream gradient is read on the device: no host synchronisation anywhere.
 #include <algorithm>
 
 #include "cuda/cuda_utils.cuh"
@@ -50,19 +58,6 @@ __device__ __forceinline__ void softmax_stats(const Logits<S>& x, int64_t b, int
   for (int64_t c = 0; c < C; ++c) s += rexp(x.template at<T>(b, c, i, j) - m);
 }
 
-// Per-pixel softmax statistics map, (B, H, W) each.
-template <typename S, typename T>
-__global__ void stats_kernel(Logits<S> x, T* m_map, T* s_map) {
-  const int64_t H = x.d.H, W = x.d.W, total = x.d.B * H * W;
-  for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < total;
-       p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = p / (H * W), i = (p / W) % H, j = p % W;
-    T m, s;
-    softmax_stats<T>(x, b, i, j, m, s);
-    m_map[p] = m;
-    s_map[p] = s;
-  }
-}
 
 __device__ __forceinline__ bool lcr_boundary(const int64_t* labels, int64_t b, int64_t i, int64_t j, int64_t H,
                                              int64_t W, int neighbors, int64_t ignore_index) {
@@ -100,33 +95,76 @@ __device__ __forceinline__ T neighbour_mean(const Logits<S>& x, const T* m_map, 
   return acc / static_cast<T>(no);
 }
 
-// Forward (or count-only) pass: partials[2 * block] = sum of d over boundary pixels, [2 * block + 1] = count.
-template <typename S, typename T, bool kTerms>
+
+// Is pixel (i, j) read by the loss: (i, j) + o a boundary pixel for some offset o? (The offset sets are symmetric,
+// so this is "(i, j) = u + o for a boundary pixel u"; replicate clamping of u + o only ever lands on such pixels.)
+__device__ __forceinline__ bool lcr_touched(const uint8_t* flags, int64_t b, int64_t i, int64_t j, int64_t H,
+                                            int64_t W, int neighbors) {
+  const uint8_t* F = flags + b * H * W;
+  const int no = offset_count(neighbors);
+  for (int o = 0; o < no; ++o) {
+    const int64_t ii = i + off_i(neighbors, o), jj = j + off_j(neighbors, o);
+    if (ii >= 0 && ii < H && jj >= 0 && jj < W && F[ii * W + jj]) return true;
+  }
+  return false;
+}
+
+// Boundary flags (B, H, W), and the per-block boundary counts into partials[2 * block + 1].
 __global__ void __launch_bounds__(kThreads)
-    lcr_terms_kernel(Logits<S> x, const T* m_map, const T* s_map, const int64_t* labels, LcrKind kind, int neighbors,
-                     int64_t ignore_index, double* partials) {
+    lcr_flags_kernel(const int64_t* labels, int64_t B, int64_t H, int64_t W, int neighbors, int64_t ignore_index,
+                     uint8_t* flags, double* partials) {
   __shared__ double red[32];
-  const int64_t H = x.d.H, W = x.d.W, total = x.d.B * H * W, C = x.d.C;
-  double sum = 0.0, cnt = 0.0;
+  const int64_t total = B * H * W;
+  double cnt = 0.0;
   for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < total;
        p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t b = p / (H * W), i = (p / W) % H, j = p % W;
-    if (!lcr_boundary(labels, b, i, j, H, W, neighbors, ignore_index)) continue;
-    cnt += 1.0;
-    if (kTerms) {
-      T d = T(0);
-      for (int64_t c = 0; c < C; ++c) {
-        const T pc = prob_at<T>(x, m_map, s_map, b, c, i, j);
-        const T mean = neighbour_mean<T>(x, m_map, s_map, b, c, i, j, neighbors);
-        d += lcr_term(pc, mean, kind);
-      }
-      sum += static_cast<double>(d);
+    const bool f = lcr_boundary(labels, b, i, j, H, W, neighbors, ignore_index);
+    flags[p] = f ? 1 : 0;
+    cnt += f ? 1.0 : 0.0;
+  }
+  cnt = block_sum(cnt, red);
+  if (threadIdx.x == 0) partials[2 * blockIdx.x + 1] = cnt;
+}
+
+// Softmax statistics at the pixels the loss reads (elsewhere the maps are left unwritten and never read).
+template <typename S, typename T>
+__global__ void __launch_bounds__(kThreads)
+    lcr_stats_kernel(Logits<S> x, const uint8_t* flags, int neighbors, T* m_map, T* s_map) {
+  const int64_t H = x.d.H, W = x.d.W, total = x.d.B * H * W;
+  for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < total;
+       p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = p / (H * W), i = (p / W) % H, j = p % W;
+    if (!lcr_touched(flags, b, i, j, H, W, neighbors)) continue;
+    T m, s;
+    softmax_stats<T>(x, b, i, j, m, s);
+    m_map[p] = m;
+    s_map[p] = s;
+  }
+}
+
+// Forward terms: partials[2 * block] = sum of d over the boundary pixels (the counts come from lcr_flags_kernel).
+template <typename S, typename T>
+__global__ void __launch_bounds__(kThreads)
+    lcr_terms_kernel(Logits<S> x, const T* m_map, const T* s_map, const uint8_t* flags, LcrKind kind, int neighbors,
+                     double* partials) {
+  __shared__ double red[32];
+  const int64_t H = x.d.H, W = x.d.W, total = x.d.B * H * W, C = x.d.C;
+  double sum = 0.0;
+  for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < total;
+       p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    if (!flags[p]) continue;
+    const int64_t b = p / (H * W), i = (p / W) % H, j = p % W;
+    T d = T(0);
+    for (int64_t c = 0; c < C; ++c) {
+      const T pc = prob_at<T>(x, m_map, s_map, b, c, i, j);
+      const T mean = neighbour_mean<T>(x, m_map, s_map, b, c, i, j, neighbors);
+      d += lcr_term(pc, mean, kind);
     }
+    sum += static_cast<double>(d);
   }
   sum = block_sum(sum, red);
   if (threadIdx.x == 0) partials[2 * blockIdx.x] = sum;
-  cnt = block_sum(cnt, red);
-  if (threadIdx.x == 0) partials[2 * blockIdx.x + 1] = cnt;
 }
 
 // Adds the partials in a fixed order: out_loss (optional) = sum / max(count, 1), out_count = count.
@@ -147,83 +185,70 @@ __global__ void __launch_bounds__(kThreads) finalize_kernel(const double* partia
   }
 }
 
-// Backward step 1: dx = dg/dp at the pixel (0 off the boundary) and gm = dg/dmean / K, both unscaled.
+// Backward: dx of every pixel; exactly 0 where the loss reads nothing.
 template <typename S, typename T>
 __global__ void __launch_bounds__(kThreads)
-    lcr_grad_terms_kernel(Logits<S> x, const T* m_map, const T* s_map, const int64_t* labels, LcrKind kind,
-                          int neighbors, int64_t ignore_index, T* dx, Dims4 dxd, T* gm) {
-  const int64_t H = x.d.H, W = x.d.W, total = x.d.B * H * W, C = x.d.C;
-  const T inv_k = T(1) / static_cast<T>(offset_count(neighbors));
-  for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < total;
-       p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = p / (H * W), i = (p / W) % H, j = p % W;
-    const bool bnd = lcr_boundary(labels, b, i, j, H, W, neighbors, ignore_index);
-    T* dxp = dx + b * dxd.sB + i * dxd.sH + j * dxd.sW;
-    T* gmp = gm + b * C * H * W + i * W + j;
-    for (int64_t c = 0; c < C; ++c) {
-      T d_p = T(0), d_mean = T(0);
-      if (bnd) {
-        const T pc = prob_at<T>(x, m_map, s_map, b, c, i, j);
-        const T mean = neighbour_mean<T>(x, m_map, s_map, b, c, i, j, neighbors);
-        lcr_term_grad(pc, mean, kind, d_p, d_mean);
-      }
-      dxp[c * dxd.sC] = d_p;
-      gmp[c * H * W] = d_mean * inv_k;
-    }
-  }
-}
-
-// Backward step 2: gather the neighbours' dg/dmean, scale by grad / max(count, 1), apply the softmax Jacobian.
-template <typename S, typename T>
-__global__ void __launch_bounds__(kThreads)
-    lcr_grad_final_kernel(Logits<S> x, const T* m_map, const T* s_map, int neighbors, const T* gm, const T* grad,
-                          const double* count, T* dx, Dims4 dxd) {
+    lcr_grad_kernel(Logits<S> x, const T* m_map, const T* s_map, const uint8_t* flags, LcrKind kind, int neighbors,
+                    const T* grad, const double* count, T* dx, Dims4 dxd) {
   const int64_t H = x.d.H, W = x.d.W, total = x.d.B * H * W, C = x.d.C;
   const double cnt = *count;
   const T scale = *grad / static_cast<T>(cnt > 1.0 ? cnt : 1.0);
   const int no = offset_count(neighbors);
+  const T inv_k = T(1) / static_cast<T>(no);
   for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < total;
        p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t b = p / (H * W), i = (p / W) % H, j = p % W;
-    // pixels u (within one step of v) whose neighbourhood contains v, and how many offsets land on v
-    int64_t uoff[9];
-    T umul[9];
-    int nu = 0;
-    for (int di = -1; di <= 1; ++di) {
-      for (int dj = -1; dj <= 1; ++dj) {
-        const int64_t ui = i + di, uj = j + dj;
-        if (ui < 0 || ui >= H || uj < 0 || uj >= W) continue;
-        int mult = 0;
-        for (int o = 0; o < no; ++o) {
-          mult += (clamp64(ui + off_i(neighbors, o), 0, H - 1) == i && clamp64(uj + off_j(neighbors, o), 0, W - 1) == j);
-        }
-        if (mult) {
-          uoff[nu] = ui * W + uj;
-          umul[nu] = static_cast<T>(mult);
-          ++nu;
-        }
-      }
-    }
     T* dxp = dx + b * dxd.sB + i * dxd.sH + j * dxd.sW;
-    const T* gmb = gm + b * C * H * W;
+    if (!lcr_touched(flags, b, i, j, H, W, neighbors)) {
+      for (int64_t c = 0; c < C; ++c) dxp[c * dxd.sC] = T(0);
+      continue;
+    }
+    // Boundary pixels u = v + (di, dj) within one step of v = (i, j), and how many of u's offsets land on v after
+    // replicate clamping: 4 bits per position q = 3 (di + 1) + (dj + 1) (a mask, not an array, so that the unrolled
+    // loops below index registers rather than local memory).
+    const uint8_t* F = flags + b * H * W;
+    uint64_t mults = 0;
+#pragma unroll
+    for (int q = 0; q < 9; ++q) {
+      const int64_t a = i + q / 3 - 1, c2 = j + q % 3 - 1;
+      if (a < 0 || a >= H || c2 < 0 || c2 >= W || !F[a * W + c2]) continue;
+      uint64_t mult = 0;
+      for (int o = 0; o < no; ++o)
+        mult += (clamp64(a + off_i(neighbors, o), 0, H - 1) == i && clamp64(c2 + off_j(neighbors, o), 0, W - 1) == j);
+      mults |= mult << (4 * q);
+    }
+    const bool v_boundary = F[i * W + j] != 0;
     const T m = m_map[p], s = s_map[p];
+    // pass 1: g_c = d loss / d p_c (unscaled), parked in dx; dot = sum_c p_c g_c
     T dot = T(0);
     for (int64_t c = 0; c < C; ++c) {
-      T g = dxp[c * dxd.sC];
-      const T* gmc = gmb + c * H * W;
-      for (int q = 0; q < nu; ++q) g += umul[q] * gmc[uoff[q]];
-      g *= scale;
+      const T pv = softmax_prob(x.template at<T>(b, c, i, j), m, s);
+      T g = T(0), d_p, d_mean;
+      if (v_boundary) {
+        lcr_term_grad(pv, neighbour_mean<T>(x, m_map, s_map, b, c, i, j, neighbors), kind, d_p, d_mean);
+        g += d_p;
+      }
+#pragma unroll
+      for (int q = 0; q < 9; ++q) {
+        const uint64_t mult = (mults >> (4 * q)) & 15u;
+        if (!mult) continue;
+        const int64_t a = i + q / 3 - 1, c2 = j + q % 3 - 1;
+        const T pu = prob_at<T>(x, m_map, s_map, b, c, a, c2);
+        lcr_term_grad(pu, neighbour_mean<T>(x, m_map, s_map, b, c, a, c2, neighbors), kind, d_p, d_mean);
+        g += static_cast<T>(mult) * inv_k * d_mean;
+      }
       dxp[c * dxd.sC] = g;
-      dot += softmax_prob(x.template at<T>(b, c, i, j), m, s) * g;
+      dot += pv * g;
     }
+    // pass 2: the softmax Jacobian, scaled by grad / count
     for (int64_t c = 0; c < C; ++c) {
-      const T pc = softmax_prob(x.template at<T>(b, c, i, j), m, s);
-      dxp[c * dxd.sC] = softmax_backward(pc, dxp[c * dxd.sC], dot);
+      const T pv = softmax_prob(x.template at<T>(b, c, i, j), m, s);
+      dxp[c * dxd.sC] = softmax_backward(pv, dxp[c * dxd.sC] * scale, dot * scale);
     }
   }
 }
 
-// NL forward (or count-only) partials: sum of -log(1 - p + 1e-6) and count over p < threshold.
+// NL forward (or count-only) partials: sum of -log(1 - p + 1e-6) and count over p < threshold or NaN (nl_masked).
 template <typename S, typename T, bool kTerms>
 __global__ void __launch_bounds__(kThreads) nl_terms_kernel(Logits<S> x, T threshold, double* partials) {
   __shared__ double red[32];
@@ -293,12 +318,15 @@ cudaError_t lcr_forward(const S* logits, const Dims4& d, const int64_t* labels, 
   double* partials = static_cast<double*>(ws.get(sizeof(double) * 2 * nb));
   const Logits<S> x{logits, d};
   if (total > 0) {
+    uint8_t* flags = static_cast<uint8_t*>(ws.get(sizeof(uint8_t) * total));
     T* m_map = static_cast<T*>(ws.get(sizeof(T) * total));
     T* s_map = static_cast<T*>(ws.get(sizeof(T) * total));
-    stats_kernel<S, T><<<grid_for(total, kThreads, 8192), kThreads, 0, stream>>>(x, m_map, s_map);
+    lcr_flags_kernel<<<nb, kThreads, 0, stream>>>(labels, d.B, d.H, d.W, neighbors, ignore_index, flags, partials);
     RIPU_TRY(cudaGetLastError());
-    lcr_terms_kernel<S, T, true><<<nb, kThreads, 0, stream>>>(x, m_map, s_map, labels, kind, neighbors, ignore_index,
-                                                              partials);
+    lcr_stats_kernel<S, T><<<grid_for(total, kThreads, 8192), kThreads, 0, stream>>>(x, flags, neighbors, m_map,
+                                                                                        s_map);
+    RIPU_TRY(cudaGetLastError());
+    lcr_terms_kernel<S, T><<<nb, kThreads, 0, stream>>>(x, m_map, s_map, flags, kind, neighbors, partials);
     RIPU_TRY(cudaGetLastError());
   } else {
     RIPU_TRY(cudaMemsetAsync(partials, 0, sizeof(double) * 2 * nb, stream));
@@ -316,22 +344,20 @@ cudaError_t lcr_backward(const T* grad, const S* logits, const Dims4& d, const i
   const int nb = partial_blocks(total);
   double* partials = static_cast<double*>(ws.get(sizeof(double) * 2 * nb));
   double* count = static_cast<double*>(ws.get(sizeof(double)));
+  uint8_t* flags = static_cast<uint8_t*>(ws.get(sizeof(uint8_t) * total));
   T* m_map = static_cast<T*>(ws.get(sizeof(T) * total));
   T* s_map = static_cast<T*>(ws.get(sizeof(T) * total));
-  T* gm = static_cast<T*>(ws.get(sizeof(T) * total * d.C));
   const Logits<S> x{logits, d};
   const unsigned grid = grid_for(total, kThreads, 8192);
-  stats_kernel<S, T><<<grid, kThreads, 0, stream>>>(x, m_map, s_map);
-  RIPU_TRY(cudaGetLastError());
-  lcr_terms_kernel<S, T, false><<<nb, kThreads, 0, stream>>>(x, m_map, s_map, labels, kind, neighbors, ignore_index,
-                                                             partials);
+  RIPU_TRY(cudaMemsetAsync(partials, 0, sizeof(double) * 2 * nb, stream));  // the sums stay 0: counts only
+  lcr_flags_kernel<<<nb, kThreads, 0, stream>>>(labels, d.B, d.H, d.W, neighbors, ignore_index, flags, partials);
   RIPU_TRY(cudaGetLastError());
   finalize_kernel<T><<<1, kThreads, 0, stream>>>(partials, nb, nullptr, count);
   RIPU_TRY(cudaGetLastError());
-  lcr_grad_terms_kernel<S, T><<<grid, kThreads, 0, stream>>>(x, m_map, s_map, labels, kind, neighbors, ignore_index,
-                                                             dx, dxd, gm);
+  lcr_stats_kernel<S, T><<<grid, kThreads, 0, stream>>>(x, flags, neighbors, m_map, s_map);
   RIPU_TRY(cudaGetLastError());
-  lcr_grad_final_kernel<S, T><<<grid, kThreads, 0, stream>>>(x, m_map, s_map, neighbors, gm, grad, count, dx, dxd);
+  lcr_grad_kernel<S, T><<<grid, kThreads, 0, stream>>>(x, m_map, s_map, flags, kind, neighbors, grad, count, dx,
+                                                        dxd);
   return cudaGetLastError();
 }
 

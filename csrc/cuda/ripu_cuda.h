@@ -39,7 +39,7 @@ template <typename S, typename T>
 cudaError_t scores(const S* logits, const Dims4& d, const Resize& rs, int64_t k, bool pixel_mode, T* score,
                    T* impurity, T* uncertainty, Workspace& ws, cudaStream_t stream);
 
-// Exact greedy selection (SPEC "Selection"), all images in one pipeline, no host synchronisation.
+// Exact greedy selection (docs/ops.md, "select_regions"), all images in one pipeline, no host synchronisation.
 // score: (B, H, W) contiguous; n: (B,) int64 on the device (values are clamped to [0, n_max]); active_in: (B, H, W)
 // bool or nullptr (not modified); centers: (B, n_max, 2); counts: (B,); active_out and selected: (B, H, W).
 // Requires B * H * W < 2^31. All outputs are fully written.
@@ -48,7 +48,7 @@ cudaError_t select_regions(const T* score, int64_t B, int64_t H, int64_t W, cons
                            int64_t radius, int64_t mask_radius, const bool* active_in, int64_t* centers,
                            int64_t* counts, bool* active_out, bool* selected, Workspace& ws, cudaStream_t stream);
 
-// Local consistency loss (SPEC "Losses"). labels: (B, H, W) int64 contiguous. loss: one T on the device.
+// Local consistency loss (docs/ops.md, "local_consistency_loss"). labels: (B, H, W) int64 contiguous. loss: one T on the device.
 template <typename S, typename T>
 cudaError_t lcr_forward(const S* logits, const Dims4& d, const int64_t* labels, LcrKind kind, int neighbors,
                         int64_t ignore_index, T* loss, Workspace& ws, cudaStream_t stream);

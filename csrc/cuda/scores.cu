@@ -1,18 +1,20 @@
 // Fused scores on the GPU (see csrc/cuda/README.md).
 //
 // Pass 1 (pixel_kernel): one thread per output pixel reads its C logits once (bilinear taps on the fly when a
-//   resize is fused), and writes the normalised entropy e and the argmax label (uint16) — two B x H x W maps, never a
-//   C x H x W one. Threads run along W, so NCHW reads are coalesced per class; channels-last reads hit the lines
-//   the neighbouring threads of the warp load.
-// Pass 2 (window_kernel): a block owns a tile of TW output columns x a band of rows. In shared memory it keeps, for
-//   every column of the tile plus a halo of k columns, the class counts (and entropy sum, NaN count) of the column
-//   segment [i - k, i + k]; going down one row adds one row and removes one row (O(1) per column). The horizontal
-//   window sums are running sums along segments of L columns per class. The impurity uses the n log n form of
-//   window_math.h in double. Cost per pixel: O(C), independent of k (up to the halo of k columns per tile).
+//   resize is fused), and writes the normalised entropy e and the argmax label (uint16; C for a pixel with a
+//   non-finite logit) -- two B x H x W maps, never a C x H x W one. Threads run along W, so NCHW reads are coalesced
+//   per class; channels-last reads hit the lines the neighbouring threads of the warp load.
+// Pass 2 (window_kernel): a block owns a tile of output columns x a band of rows (window_tile.h has the layout,
+//   the plan and the bank arithmetic). Running sums in both directions: per column of the tile and its halo, the
+//   class counts (and entropy sum) of the column segment [i - k, i + k] slide down one row per output row (O(1)
+//   per column); along the row, a warp scan per class turns them into prefix sums, so a window's class count is a
+//   difference of two prefix sums. The impurity uses the n log n form of window_math.h in double. Cost per pixel:
+//   O(C), with no term in k (the halo is bounded to about a quarter of the tile).
 #include <algorithm>
 
 #include "cuda/cuda_utils.cuh"
 #include "cuda/ripu_cuda.h"
+#include "cuda/window_tile.h"
 #include "ripu/bilinear_math.h"
 #include "ripu/entropy_math.h"
 #include "ripu/window_math.h"
@@ -22,9 +24,6 @@ namespace gpu {
 namespace {
 
 constexpr int kPixThreads = 256;
-constexpr int kTileW = 128;  // output columns per tile == threads per block of pass 2
-constexpr int kSegL = 32;    // columns per running-sum segment in the horizontal step
-constexpr int kSegs = kTileW / kSegL;
 
 template <typename S, typename T>
 struct PixelArgs {
@@ -70,174 +69,165 @@ __global__ void __launch_bounds__(kPixThreads) pixel_kernel(PixelArgs<S, T> a) {
       e = pixel_entropy_argmax<T>(x, C, a.inv_log_c, &arg);
     }
     a.entropy[p] = e;
-    if (a.label) a.label[p] = static_cast<uint16_t>(arg);  // C <= 65535 (checked by the binding)
+    // C (<= 65535, checked by the binding) marks a non-finite pixel: pass 2 counts it like a class of its own.
+    if (a.label) a.label[p] = static_cast<uint16_t>(dev_isnan(e) ? C : arg);
   }
 }
 
 template <typename T>
 struct WindowArgs {
   const T* entropy;        // (B, H, W); in pixel mode this is the uncertainty output itself
-  const uint16_t* label;   // (B, H, W)
-  int64_t B, H, W, k;
+  const uint16_t* label;   // (B, H, W); C marks a pixel with a non-finite logit
+  int64_t B, H, W;
   int32_t C;
   bool pixel_mode;
   double inv_log_c;
-  int64_t tiles_w, tiles_h, band;  // tiles along W, row bands along H, rows per band
-  int64_t halo_w;                  // max columns of a tile with its halo: min(kTileW + 2k, W)
-  unsigned char* gmem;             // per-block scratch in global memory, or nullptr to use shared memory
+  WindowPlan plan;
+  unsigned char* gmem;     // per-block scratch in global memory, or nullptr to use shared memory
   size_t block_bytes;
   T* score;
   T* impurity;
-  T* uncertainty;                  // written in region mode only
+  T* uncertainty;          // written in region mode only
 };
 
-// Shared (or global fallback) scratch layout of one block, all offsets 8-byte aligned.
-struct WindowLayout {
-  size_t colsum, hsum, colnan, hnan, hcnt, colcnt, bytes;
-};
-
-__host__ __device__ inline size_t align8(size_t x) { return (x + 7) & ~size_t(7); }
-
-__host__ __device__ inline WindowLayout window_layout(int64_t C, int64_t halo_w) {
-  WindowLayout L;
-  size_t o = 0;
-  L.colsum = o; o = align8(o + sizeof(double) * halo_w);
-  L.hsum = o;   o = align8(o + sizeof(double) * kTileW);
-  L.colnan = o; o = align8(o + sizeof(int32_t) * halo_w);
-  L.hnan = o;   o = align8(o + sizeof(int32_t) * kTileW);
-  L.hcnt = o;   o = align8(o + sizeof(uint32_t) * C * kTileW);
-  L.colcnt = o; o = align8(o + sizeof(uint16_t) * C * halo_w);
-  L.bytes = o;
-  return L;
+// Exclusive scan of one value per lane over the warp; *total = the sum over all 32 lanes.
+template <typename V>
+__device__ __forceinline__ V warp_exclusive_scan(V v, V* total) {
+  const int lane = threadIdx.x & 31;
+  V inc = v;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const V n = __shfl_up_sync(0xffffffffu, inc, o);
+    if (lane >= o) inc += n;
+  }
+  *total = __shfl_sync(0xffffffffu, inc, 31);
+  const V before = __shfl_up_sync(0xffffffffu, inc, 1);  // the previous lane's inclusive sum (exact for doubles too)
+  return lane == 0 ? V(0) : before;
 }
 
-// Running sums of a (2k+1)-wide window along one segment [jb, je) of output columns: dst[j] = sum of
-// src[max(j-k, 0) .. min(j+k, W-1)]. src and dst are indexed by image column; A is the accumulator type.
-template <typename A, typename V>
-__device__ inline void slide_window_row(const V* src, A* dst, int64_t jb, int64_t je, int64_t k, int64_t W) {
-  A acc = 0;
-  for (int64_t x = max(jb - k, int64_t(0)), hi = min(jb + k + 1, W); x < hi; ++x) acc += src[x];
-  dst[jb] = acc;
-  for (int64_t j = jb + 1; j < je; ++j) {
-    if (j + k < W) acc += src[j + k];
-    if (j - k - 1 >= 0) acc -= src[j - k - 1];
-    dst[j] = acc;
+// Step (b) for one class row: q[x] = sum_{x' < x} cnt[x'] for x in [0, s16), by one warp. Lane l takes 4 columns of
+// each 128-column chunk through one 8-byte load and one 16-byte store (window_tile.h: bank arithmetic).
+__device__ __forceinline__ void scan_counts(const uint16_t* cnt, uint32_t* q, int64_t s16) {
+  const int lane = threadIdx.x & 31;
+  uint32_t carry = 0;
+  for (int64_t t = 0; t * kScanChunk < s16; ++t) {
+    const int64_t x = scan_column(t, lane);
+    const uint2 raw = *reinterpret_cast<const uint2*>(cnt + x);  // 4 halfwords
+    const uint32_t v[4] = {raw.x & 0xffffu, raw.x >> 16, raw.y & 0xffffu, raw.y >> 16};
+    uint32_t e[4];
+    const uint32_t sum = lane_prefix4(v, e);
+    uint32_t chunk_total;
+    const uint32_t before = warp_exclusive_scan(sum, &chunk_total) + carry;
+    *reinterpret_cast<uint4*>(q + x) = make_uint4(before + e[0], before + e[1], before + e[2], before + e[3]);
+    carry += chunk_total;
+  }
+}
+
+// Step (b) for the entropy sums: q[x] = sum_{x' < x} col[x'], one double per lane per 32-column step.
+__device__ __forceinline__ void scan_sums(const double* col, double* q, int64_t s16) {
+  const int lane = threadIdx.x & 31;
+  double carry = 0.0;
+  for (int64_t x0 = 0; x0 < s16; x0 += 32) {
+    const double v = col[x0 + lane];
+    double total;
+    q[x0 + lane] = carry + warp_exclusive_scan(v, &total);
+    carry += total;
   }
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kTileW) window_kernel(WindowArgs<T> a) {
+__global__ void __launch_bounds__(kWinThreads) window_kernel(WindowArgs<T> a) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   unsigned char* raw = a.gmem ? a.gmem + blockIdx.x * a.block_bytes : smem_raw;
-  const WindowLayout L = window_layout(a.C, a.halo_w);
-  double* colsum = reinterpret_cast<double*>(raw + L.colsum);
-  double* hsum = reinterpret_cast<double*>(raw + L.hsum);
-  int32_t* colnan = reinterpret_cast<int32_t*>(raw + L.colnan);
-  int32_t* hnan = reinterpret_cast<int32_t*>(raw + L.hnan);
-  uint32_t* hcnt = reinterpret_cast<uint32_t*>(raw + L.hcnt);
-  uint16_t* colcnt = reinterpret_cast<uint16_t*>(raw + L.colcnt);
+  const int64_t s16 = a.plan.s16;
+  uint16_t* cnt16 = reinterpret_cast<uint16_t*>(raw + a.plan.smem.cnt16);
+  uint32_t* q32 = reinterpret_cast<uint32_t*>(raw + a.plan.smem.q32);
+  double* colsum = reinterpret_cast<double*>(raw + a.plan.smem.colsum);
+  double* qsum = reinterpret_cast<double*>(raw + a.plan.smem.qsum);
 
-  const int tid = threadIdx.x;
+  const int tid = threadIdx.x, warp = tid >> 5;
   const int32_t C = a.C;
-  const int64_t H = a.H, W = a.W, k = a.k;
+  const int64_t H = a.H, W = a.W, kh = a.plan.kh, kw = a.plan.kw;
+  const int64_t tile_w = a.plan.tile_w, band = a.plan.band, tiles_w = a.plan.tiles_w, tiles_h = a.plan.tiles_h;
   const bool region = !a.pixel_mode;
-  const int extra = region ? 2 : 1;  // pseudo-classes after the C counts: NaN count, then the entropy sum
-  const int64_t ntiles = a.B * a.tiles_h * a.tiles_w;
+  const int items = C + 1 + (region ? 1 : 0);  // scans per row: C classes, the non-finite count, the entropy sum
+  const int64_t ntiles = a.B * tiles_h * tiles_w;
+  const int64_t zero_words = static_cast<int64_t>((a.plan.smem.q32 - a.plan.smem.cnt16) / 16);  // cnt16 + padding
 
   for (int64_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
-    const int64_t b = tile / (a.tiles_h * a.tiles_w);
-    const int64_t t2 = tile - b * a.tiles_h * a.tiles_w;
-    const int64_t bi = t2 / a.tiles_w;
-    const int64_t j0 = (t2 - bi * a.tiles_w) * kTileW;
-    const int64_t i0 = bi * a.band;
-    const int64_t i1 = min(i0 + a.band, H);
-    const int64_t j1 = min(j0 + kTileW, W);
-    const int64_t c_lo = max(j0 - k, int64_t(0));
-    const int64_t c_hi = min(j1 + k, W);
-    const int64_t wt = c_hi - c_lo;  // <= halo_w
+    const int64_t b = tile / (tiles_h * tiles_w);
+    const int64_t t2 = tile - b * tiles_h * tiles_w;
+    const int64_t bi = t2 / tiles_w;
+    const int64_t j0 = (t2 - bi * tiles_w) * tile_w;
+    const int64_t i0 = bi * band;
+    const int64_t i1 = min(i0 + band, H);
+    const int64_t j1 = min(j0 + tile_w, W);
+    const int64_t c_lo = halo_lo(j0, kw);
+    const int64_t wt = halo_width(j0, tile_w, kw, W);
     const T* e_img = a.entropy + b * H * W;
     const uint16_t* y_img = a.label + b * H * W;
 
     __syncthreads();  // the previous tile is done with every array
-    for (int64_t x = tid; x < static_cast<int64_t>(C) * wt; x += blockDim.x) colcnt[x] = 0;
-    for (int64_t x = tid; x < wt; x += blockDim.x) {
-      colsum[x] = 0.0;
-      colnan[x] = 0;
-    }
+    for (int64_t x = tid; x < zero_words; x += kWinThreads)
+      reinterpret_cast<uint4*>(cnt16)[x] = make_uint4(0u, 0u, 0u, 0u);
+    if (region)
+      for (int64_t x = tid; x < s16; x += kWinThreads) colsum[x] = 0.0;
     __syncthreads();
 
     for (int64_t i = i0; i < i1; ++i) {
-      // (a) vertical column state for rows [i - k, i + k]: built at the band's first row, then slid by one row.
-      const int64_t r_from = (i == i0) ? max(i - k, int64_t(0)) : i + k;
-      const int64_t r_to = (i == i0) ? min(i + k, H - 1) : min(i + k, H - 1);  // inclusive
-      for (int64_t x = tid; x < wt; x += blockDim.x) {
-        const int64_t col = c_lo + x;
-        for (int64_t r = r_from; r <= r_to; ++r) {  // at most one row after the first
-          const uint16_t y = y_img[r * W + col];
-          const T ev = e_img[r * W + col];
-          colcnt[static_cast<int64_t>(y) * wt + x] += 1;
-          if (dev_isnan(ev)) colnan[x] += 1;
-          else if (region) colsum[x] += static_cast<double>(ev);
-        }
-        const int64_t r_rm = i - k - 1;
-        if (i != i0 && r_rm >= 0) {
-          const uint16_t y = y_img[r_rm * W + col];
-          const T ev = e_img[r_rm * W + col];
-          colcnt[static_cast<int64_t>(y) * wt + x] -= 1;
-          if (dev_isnan(ev)) colnan[x] -= 1;
-          else if (region) colsum[x] -= static_cast<double>(ev);
-        }
+      // (a) column state of rows [i - kh, i + kh]: built at the band's first row, then slid down by one row.
+      const int64_t r_from = (i == i0) ? max(i - kh, int64_t(0)) : i + kh;
+      const int64_t r_to = min(i + kh, H - 1);  // inclusive; at most one row after the first
+      for (int64_t r = r_from; r <= r_to; ++r) {
+        add_row_counts(y_img + r * W, c_lo, wt, s16, tid, +1, cnt16);
+        if (region) add_row_sums(e_img + r * W, c_lo, wt, tid, +1.0, colsum);
+      }
+      if (i != i0 && i - kh - 1 >= 0) {
+        add_row_counts(y_img + (i - kh - 1) * W, c_lo, wt, s16, tid, -1, cnt16);
+        if (region) add_row_sums(e_img + (i - kh - 1) * W, c_lo, wt, tid, -1.0, colsum);
       }
       __syncthreads();
 
-      // (b) horizontal windows [j - k, j + k]: a running sum per (class, segment of kSegL output columns).
-      const int nitems = (C + extra) * kSegs;
-      for (int it = tid; it < nitems; it += blockDim.x) {
-        const int cls = it / kSegs;
-        const int seg = it - cls * kSegs;
-        const int64_t jb = j0 + seg * kSegL;
-        const int64_t je = min(jb + kSegL, j1);
-        if (jb >= je) continue;
-        if (cls < C) {  // indexed by image column on both sides
-          slide_window_row<uint32_t>(colcnt + static_cast<int64_t>(cls) * wt - c_lo,
-                                     hcnt + static_cast<int64_t>(cls) * kTileW - j0, jb, je, k, W);
-        } else if (cls == C) {
-          slide_window_row<int32_t>(colnan - c_lo, hnan - j0, jb, je, k, W);
-        } else {
-          slide_window_row<double>(colsum - c_lo, hsum - j0, jb, je, k, W);
-        }
+      // (b) prefix sums along the row: one warp per class row (then the non-finite count, then the entropy sum).
+      for (int item = warp; item < items; item += kWinWarps) {
+        if (item <= C) scan_counts(cnt16 + cnt_index(item, 0, s16), q32 + cnt_index(item, 0, s16), s16);
+        else scan_sums(colsum, qsum, s16);
       }
       __syncthreads();
 
-      // (c) one thread per output pixel of the row: impurity, uncertainty, score.
-      const int64_t j = j0 + tid;
-      if (j < j1) {
-        const int64_t N = window_len(i, k, H) * window_len(j, k, W);
+      // (c) one thread per output column: window counts as differences of prefix sums.
+      for (int64_t j = j0 + tid; j < j1; j += kWinThreads) {
+        int64_t lo, hi;
+        window_span(j, kw, W, c_lo, &lo, &hi);
+        const int64_t N = window_len(i, kh, H) * (hi - lo);
         const int64_t o = (b * H + i) * W + j;
-        const T nan = quiet_nan<T>();
-        if (hnan[tid] > 0) {
+        const uint32_t* qn = q32 + cnt_index(C, 0, s16);
+        if (qn[hi] - qn[lo] > 0u) {  // the window touches a non-finite pixel
+          const T nan = quiet_nan<T>();
           a.score[o] = nan;
           a.impurity[o] = nan;
           if (region) a.uncertainty[o] = nan;
+          continue;
+        }
+        double s = 0.0;
+        for (int32_t c = 0; c < C; ++c) {
+          const uint32_t* qc = q32 + cnt_index(c, 0, s16);
+          const uint32_t nc = qc[hi] - qc[lo];
+          if (nc) s += xlogx_count(nc);
+        }
+        const double inv_n = 1.0 / static_cast<double>(N);
+        const T imp = static_cast<T>(impurity_from_xlogx_sum_inv(s, xlogx_count(N), inv_n, a.inv_log_c));
+        a.impurity[o] = imp;
+        if (region) {
+          const T U = static_cast<T>((qsum[hi] - qsum[lo]) * inv_n);
+          a.uncertainty[o] = U;
+          a.score[o] = imp * U;
         } else {
-          double s = 0.0;
-          for (int32_t c = 0; c < C; ++c) {
-            const uint32_t nc = hcnt[static_cast<int64_t>(c) * kTileW + tid];
-            if (nc) s += xlogx_count(nc);
-          }
-          const T P = static_cast<T>(impurity_from_xlogx_sum(s, xlogx_count(N), N, a.inv_log_c));
-          a.impurity[o] = P;
-          if (region) {
-            const T U = static_cast<T>(hsum[tid] / static_cast<double>(N));
-            a.uncertainty[o] = U;
-            a.score[o] = P * U;
-          } else {
-            a.score[o] = P * a.entropy[o];
-          }
+          a.score[o] = imp * a.entropy[o];
         }
       }
-      // no barrier needed here: the next row's step (a) touches only the column arrays, and its barrier orders
-      // step (c) of this row before step (b) of the next.
+      // No barrier here: the next row's step (a) touches only cnt16 / colsum, and its barrier orders this step (c)
+      // before the next step (b) rewrites q32 / qsum.
     }
   }
 }
@@ -287,40 +277,31 @@ cudaError_t scores(const S* logits, const Dims4& d, const Resize& rs, int64_t k,
   if (err != cudaSuccess) return err;
 
   // Pass 2.
-  const int64_t kk = std::min<int64_t>(k, std::max(H, W));  // a window wider than the image is the whole image
+  int dev = 0, max_optin = 0, sms = 1;
+  if ((err = cudaGetDevice(&dev)) != cudaSuccess) return err;
+  if ((err = cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) != cudaSuccess)
+    return err;
+  if ((err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess) return err;
   WindowArgs<T> wa;
   wa.entropy = e;
   wa.label = label;
   wa.B = d.B;
   wa.H = H;
   wa.W = W;
-  wa.k = kk;
   wa.C = static_cast<int32_t>(d.C);
   wa.pixel_mode = pixel_mode;
   wa.inv_log_c = inverse_log_classes<double>(static_cast<int32_t>(d.C));
-  wa.tiles_w = (W + kTileW - 1) / kTileW;
-  // Rows per band: the band's first row costs 2k+1 row updates, so bands of about 2k+1 rows keep that overhead at
-  // one extra read per pixel (labels and entropies, not logits) whatever k is.
-  wa.band = std::min<int64_t>(std::max<int64_t>(2 * kk + 1, 32), 512);
-  wa.tiles_h = (H + wa.band - 1) / wa.band;
-  wa.halo_w = std::min<int64_t>(kTileW + 2 * kk, W);
+  wa.plan = plan_window(d.C, H, W, k, !pixel_mode, static_cast<size_t>(max_optin));
   wa.score = score;
   wa.impurity = impurity;
   wa.uncertainty = uncertainty;
-  const WindowLayout L = window_layout(d.C, wa.halo_w);
-  const int64_t ntiles = d.B * wa.tiles_h * wa.tiles_w;
-
-  int dev = 0, max_optin = 0, sms = 1;
-  if ((err = cudaGetDevice(&dev)) != cudaSuccess) return err;
-  if ((err = cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) != cudaSuccess)
-    return err;
-  if ((err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess) return err;
+  const int64_t ntiles = d.B * wa.plan.tiles_h * wa.plan.tiles_w;
   size_t smem = 0;
   int64_t grid = ntiles;
-  if (L.bytes <= static_cast<size_t>(max_optin)) {
+  if (wa.plan.shared) {
     wa.gmem = nullptr;
     wa.block_bytes = 0;
-    smem = L.bytes;
+    smem = wa.plan.smem.bytes;
     if (smem > 48 * 1024) {
       err = cudaFuncSetAttribute(window_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  static_cast<int>(smem));
@@ -330,11 +311,11 @@ cudaError_t scores(const S* logits, const Dims4& d, const Resize& rs, int64_t k,
     // Many classes and a wide halo: the same kernel on per-block scratch in global memory (L2-resident), with a
     // persistent grid so the scratch stays bounded.
     grid = std::min<int64_t>(ntiles, 4 * static_cast<int64_t>(sms));
-    wa.block_bytes = align8(L.bytes + 255) & ~size_t(255);
+    wa.block_bytes = (wa.plan.smem.bytes + 255) & ~size_t(255);
     wa.gmem = static_cast<unsigned char*>(ws.get(wa.block_bytes * grid));
   }
-  grid = std::min<int64_t>(grid, int64_t(1) << 30);
-  window_kernel<T><<<static_cast<unsigned>(grid), kTileW, smem, stream>>>(wa);
+  grid = std::min<int64_t>(grid, (int64_t(1) << 31) - 1);
+  window_kernel<T><<<static_cast<unsigned>(grid), kWinThreads, smem, stream>>>(wa);
   return cudaGetLastError();
 }
 

@@ -23,6 +23,7 @@
 
 #include "cuda/cuda_utils.cuh"
 #include "cuda/ripu_cuda.h"
+#include "cuda/select_grid.h"
 
 namespace ripu {
 namespace gpu {
@@ -75,38 +76,42 @@ struct Thresh {
 };
 
 // level 1: bins of top32 >> 20 over available pixels; level 2: bins of (top32 >> 8) & 0xfff among those in bin t1.
+// Blocks along x share the pixels of one image; images go along y, looping when B exceeds the grid's y extent
+// (65535: select_grid.h).
 template <typename T, int Level>
 __global__ void __launch_bounds__(kHistThreads)
-    hist_kernel(const T* score, const bool* active_in, int64_t HW, const Thresh* th, uint32_t* hist) {
+    hist_kernel(const T* score, const bool* active_in, int64_t B, int64_t HW, const Thresh* th, uint32_t* hist) {
   __shared__ uint32_t sh[kBins];
-  const int64_t b = blockIdx.y;
-  if (Level == 2 && th[b].state != 1) return;
-  const uint32_t t1 = Level == 2 ? th[b].t1 : 0u;
-  for (int x = threadIdx.x; x < kBins; x += blockDim.x) sh[x] = 0;
-  __syncthreads();
-  const T* s_img = score + b * HW;
   const int lane = threadIdx.x & 31;
-  // Scores crowd into few bins (a handful of exponents): lanes with the same bin add once (warp aggregation), so
-  // shared-memory atomics do not serialise 32-fold. The loop bound is uniform across the warp for __match_any_sync.
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t base = blockIdx.x * static_cast<int64_t>(blockDim.x); base < HW; base += stride) {
-    const int64_t f = base + threadIdx.x;
-    int bin = -1;
-    if (f < HW) {
-      const T s = s_img[f];
-      if (available(s, active_in, b * HW + f)) {
-        const uint32_t t = top32(desc_key(s));
-        if (Level == 1) bin = static_cast<int>(t >> 20);
-        else if ((t >> 20) == t1) bin = static_cast<int>((t >> 8) & 0xfffu);
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
+    if (Level == 2 && th[b].state != 1) continue;  // uniform over the block
+    const uint32_t t1 = Level == 2 ? th[b].t1 : 0u;
+    __syncthreads();  // the previous image's flush has read sh
+    for (int x = threadIdx.x; x < kBins; x += blockDim.x) sh[x] = 0;
+    __syncthreads();
+    const T* s_img = score + b * HW;
+    // Scores crowd into few bins (a handful of exponents): lanes with the same bin add once (warp aggregation), so
+    // shared-memory atomics do not serialise 32-fold. The loop bound is uniform across the warp for __match_any_sync.
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+    for (int64_t base = blockIdx.x * static_cast<int64_t>(blockDim.x); base < HW; base += stride) {
+      const int64_t f = base + threadIdx.x;
+      int bin = -1;
+      if (f < HW) {
+        const T s = s_img[f];
+        if (available(s, active_in, b * HW + f)) {
+          const uint32_t t = top32(desc_key(s));
+          if (Level == 1) bin = static_cast<int>(t >> 20);
+          else if ((t >> 20) == t1) bin = static_cast<int>((t >> 8) & 0xfffu);
+        }
       }
+      const unsigned peers = __match_any_sync(0xffffffffu, bin);
+      if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(&sh[bin], static_cast<uint32_t>(__popc(peers)));
     }
-    const unsigned peers = __match_any_sync(0xffffffffu, bin);
-    if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(&sh[bin], static_cast<uint32_t>(__popc(peers)));
+    __syncthreads();
+    uint32_t* g = hist + b * kBins;
+    for (int x = threadIdx.x; x < kBins; x += blockDim.x)
+      if (sh[x]) atomicAdd(&g[x], sh[x]);
   }
-  __syncthreads();
-  uint32_t* g = hist + b * kBins;
-  for (int x = threadIdx.x; x < kBins; x += blockDim.x)
-    if (sh[x]) atomicAdd(&g[x], sh[x]);
 }
 
 // One block per image: find the bin where the running count reaches `want`.
@@ -342,15 +347,16 @@ cudaError_t select_regions(const T* score, int64_t B, int64_t H, int64_t W, cons
   Thresh* th = static_cast<Thresh*>(ws.get(sizeof(Thresh) * B));
   int32_t* offsets = static_cast<int32_t*>(ws.get(sizeof(int32_t) * (B + 1)));
   RIPU_TRY(cudaMemsetAsync(hist, 0, sizeof(uint32_t) * kBins * B * 2, stream));
-  const int64_t bx = std::min<int64_t>((HW + kHistThreads * 16 - 1) / (kHistThreads * 16), 1024);
-  const dim3 hgrid(static_cast<unsigned>(bx), static_cast<unsigned>(B));
-  hist_kernel<T, 1><<<hgrid, kHistThreads, 0, stream>>>(score, active_in, HW, th, hist);
+  const SelectGrid hg = hist_grid(B, HW, kHistThreads);
+  const dim3 hgrid(hg.x, hg.y);
+  hist_kernel<T, 1><<<hgrid, kHistThreads, 0, stream>>>(score, active_in, B, HW, th, hist);
   RIPU_TRY(cudaGetLastError());
-  thresh_kernel<1><<<static_cast<unsigned>(B), kThreshThreads, 0, stream>>>(hist, n, n_max, win, th);
+  const unsigned per_image = per_image_blocks(B);  // gridDim.x: up to 2^31 - 1 images
+  thresh_kernel<1><<<per_image, kThreshThreads, 0, stream>>>(hist, n, n_max, win, th);
   RIPU_TRY(cudaGetLastError());
-  hist_kernel<T, 2><<<hgrid, kHistThreads, 0, stream>>>(score, active_in, HW, th, hist + kBins * B);
+  hist_kernel<T, 2><<<hgrid, kHistThreads, 0, stream>>>(score, active_in, B, HW, th, hist + kBins * B);
   RIPU_TRY(cudaGetLastError());
-  thresh_kernel<2><<<static_cast<unsigned>(B), kThreshThreads, 0, stream>>>(hist + kBins * B, n, n_max, win, th);
+  thresh_kernel<2><<<per_image, kThreshThreads, 0, stream>>>(hist + kBins * B, n, n_max, win, th);
   RIPU_TRY(cudaGetLastError());
   offsets_kernel<<<1, 32, 0, stream>>>(th, B, offsets);
   RIPU_TRY(cudaGetLastError());
@@ -381,9 +387,8 @@ cudaError_t select_regions(const T* score, int64_t B, int64_t H, int64_t W, cons
 
   // 3. suppression scan, one block per image (the sorted indices are in whichever buffer the sort ended on; the
   // selector is set on the host by the sort's dispatch)
-  scan_kernel<<<static_cast<unsigned>(B), kScanThreads, 0, stream>>>(dvals.Current(), offsets, n, n_max, H, W, radius,
-                                                                       mask_radius, active_out, selected, centers,
-                                                                       counts);
+  scan_kernel<<<per_image, kScanThreads, 0, stream>>>(dvals.Current(), offsets, n, n_max, H, W, radius, mask_radius,
+                                                      active_out, selected, centers, counts);
   return cudaGetLastError();
 }
 

@@ -2,11 +2,16 @@
 
 Functions take the normalised arguments documented in ``ripu_kernels._dispatch``. Window statistics use
 integral images (exact integer counts for the impurity, float64 sums for the uncertainty), so the reference
-stays usable on full 1024 x 2048 maps; it still favours clarity over speed.
+stays usable on full 1024 x 2048 maps; it still favours clarity over speed. docs/ops.md is the contract it
+implements; where this file and docs/ops.md disagree, one of them has a bug.
+
+Every function traces under ``torch.compile(fullgraph=True)``: the greedy selection loop (host-side Python) is
+wrapped as the custom op ``ripu_reference::select_regions`` with a fake kernel, so the compiler sees one opaque call.
 """
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -17,17 +22,37 @@ def unavailable_reason(device: torch.device) -> str | None:
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; every other float dtype is computed in float32 (SPEC, Numerics)."""
+    """float64 stays float64; every other float dtype is computed in float32 (docs/ops.md, "Inputs and outputs")."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _linear_along(x: torch.Tensor, dim: int, length: int, align_corners: bool) -> torch.Tensor:
+    """Linear resize of (B, C, H, W) ``x`` along ``dim`` (2 or 3) only."""
+    if dim == 2:
+        return _linear_along(x.transpose(2, 3), 3, length, align_corners).transpose(2, 3)
+    b, c, h, w = x.shape
+    y = F.interpolate(x.reshape(b, c * h, w), size=length, mode="linear", align_corners=align_corners)
+    return y.reshape(b, c, h, length)
+
+
 def _prepare(logits: torch.Tensor, size=None, align_corners: bool = True) -> torch.Tensor:
+    """Logits in the compute dtype, resized as ``F.interpolate(mode="bilinear")`` does on CPU tensors.
+
+    The contract follows the CPU kernel of F.interpolate: along an axis whose size does not change it reads each
+    pixel alone, while the CUDA kernel also reads the next pixel with weight 0, so an inf there spreads a NaN
+    (0 * inf) onto its neighbour. On other devices an unchanged axis is therefore left out of the resize (a linear
+    resize along the other axis alone; the same values up to an ulp).
+    """
     x = logits.to(compute_dtype(logits.dtype))
-    if size is not None and logits.shape[0] > 0:
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
-    elif size is not None:
-        x = x.new_empty((0, x.shape[1], *size))
-    return x
+    if size is None:
+        return x
+    b, c, h, w = x.shape
+    h2, w2 = size
+    if b == 0:
+        return x.new_empty((0, c, h2, w2))
+    if x.device.type != "cpu" and (h2 == h) != (w2 == w):
+        return _linear_along(x, 3, w2, align_corners) if h2 == h else _linear_along(x, 2, h2, align_corners)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
 
 
 def _entropy(x: torch.Tensor) -> torch.Tensor:
@@ -110,11 +135,12 @@ def pixel_scores(logits, k, size, align_corners):
     return impurity * e, impurity, e
 
 
-def select_regions(score, n, n_max, radius, mask_radius, active):
+def _greedy_select(score, n, n_max, radius, mask_radius, active):
     """Exact greedy selection: one stable descending sort of the available pixels, then a suppression scan.
 
     The scan visits candidates in (score desc, flat index asc) order and skips those made active by an
     earlier pick; since ``active`` only grows, the first surviving candidate is always the greedy choice.
+    Each image takes at most ``n[b]`` clamped to ``[0, n_max]`` picks.
     """
     b, h, w = score.shape
     device = score.device
@@ -122,7 +148,7 @@ def select_regions(score, n, n_max, radius, mask_radius, active):
     counts = torch.zeros((b,), dtype=torch.int64)
     act = (active.cpu().clone() if active is not None else torch.zeros((b, h, w), dtype=torch.bool))
     sel = torch.zeros((b, h, w), dtype=torch.bool)
-    s_host, n_host = score.detach().cpu(), n.cpu().tolist()
+    s_host, n_host = score.detach().cpu(), n.clamp(0, n_max).cpu().tolist()
     r, m = radius, mask_radius
     for img in range(b):
         flat = s_host[img].reshape(-1)
@@ -146,6 +172,26 @@ def select_regions(score, n, n_max, radius, mask_radius, active):
                     break
         counts[img] = got
     return centers.to(device), counts.to(device), act.to(device), sel.to(device)
+
+
+# The loop above reads scores on the host: as a custom op with a fake kernel it is one opaque node for
+# torch.compile instead of a graph break.
+@torch.library.custom_op("ripu_reference::select_regions", mutates_args=())
+def _select_regions_op(score: torch.Tensor, n: torch.Tensor, n_max: int, radius: int, mask_radius: int,
+                       active: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                torch.Tensor]:
+    return _greedy_select(score, n, n_max, radius, mask_radius, active)
+
+
+@_select_regions_op.register_fake
+def _select_regions_fake(score, n, n_max, radius, mask_radius, active):
+    b = score.shape[0]
+    return (score.new_empty((b, n_max, 2), dtype=torch.int64), score.new_empty((b,), dtype=torch.int64),
+            score.new_empty(score.shape, dtype=torch.bool), score.new_empty(score.shape, dtype=torch.bool))
+
+
+def select_regions(score, n, n_max, radius, mask_radius, active):
+    return _select_regions_op(score, n, n_max, radius, mask_radius, active)
 
 
 def _shifted(t: torch.Tensor, di: int, dj: int) -> torch.Tensor:
@@ -173,8 +219,19 @@ def boundary_mask(labels: torch.Tensor, neighbors: int, ignore_index: int) -> to
 
 def local_consistency_loss(logits, labels, kind, neighbors, ignore_index):
     x = logits.to(compute_dtype(logits.dtype))
-    p = torch.softmax(x, dim=1)
+    boundary = boundary_mask(labels, neighbors, ignore_index)
     offsets = _OFFSETS[neighbors]
+    if x.numel():
+        # The loss reads p only at the pixels u + o of a boundary pixel u (o an offset). Elsewhere the logits are
+        # replaced by zeros: the loss is unchanged and the gradient there is exactly 0 even for non-finite logits
+        # (autograd through softmax would give 0 * NaN = NaN at every non-finite pixel, read or not). The offsets
+        # are symmetric, so "v = u + o for a boundary u" is "v + o is a boundary pixel for some o".
+        padded_b = F.pad(boundary[:, None].to(torch.uint8), (1, 1, 1, 1))[:, 0]
+        touched = torch.zeros_like(boundary)
+        for di, dj in offsets:
+            touched |= _shifted(padded_b, di, dj).bool()
+        x = torch.where(touched[:, None], x, torch.zeros_like(x))
+    p = torch.softmax(x, dim=1)
     if p.numel():
         padded = F.pad(p, (1, 1, 1, 1), mode="replicate")
         mean = sum(_shifted(padded, di, dj) for di, dj in offsets) / len(offsets)
@@ -184,13 +241,13 @@ def local_consistency_loss(logits, labels, kind, neighbors, ignore_index):
         d = (p - mean).abs().sum(dim=1)
     else:
         d = (p * torch.log(p / (mean + 1e-6) + 1e-6)).sum(dim=1)
-    boundary = boundary_mask(labels, neighbors, ignore_index)
     total = torch.where(boundary, d, torch.zeros_like(d)).sum()
     return total / boundary.sum().clamp(min=1).to(d.dtype)
 
 
 def negative_learning_loss(logits, threshold):
     p = torch.softmax(logits.to(compute_dtype(logits.dtype)), dim=1)
-    mask = (p < threshold).detach()
+    # p < threshold, and NaN (a pixel with a non-finite logit): its terms are NaN, so is the loss, as cross-entropy.
+    mask = (~(p >= threshold)).detach()
     total = torch.where(mask, -torch.log(1 - p + 1e-6), torch.zeros_like(p)).sum()
     return total / mask.sum().clamp(min=1).to(p.dtype)

@@ -1,4 +1,4 @@
-// Unit tests of the torch-free CPU launchers (csrc/cpu) against naive loops written straight from the SPEC.
+// Unit tests of the torch-free CPU launchers (csrc/cpu) against naive loops written straight from docs/ops.md.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -267,7 +267,7 @@ void test_select() {
   CHECK(centers[0] == 0 && centers[1] == 0 && centers[2] == 0 && centers[3] == 2 && centers[8] == -1);
 }
 
-// naive LCR loss (double) from the SPEC
+// naive LCR loss (double) from docs/ops.md
 double naive_lcr(const Logits& L, const std::vector<int64_t>& lab, LcrKind kind, int nb, int64_t ignore) {
   const int64_t B = L.d.B, C = L.d.C, H = L.d.H, W = L.d.W;
   auto prob = [&](int64_t b, int64_t c, int64_t i, int64_t j) {

@@ -194,6 +194,11 @@ static void test_loss_pieces() {
     CHECK_NEAR(nl_term_grad(p), fd, 1e-6, 1e-6);
   }
   CHECK(nl_masked(0.01f, 0.05f) && !nl_masked(0.05f, 0.05f));
+  // A NaN probability (non-finite logits) is masked and its term is NaN: the loss is NaN, as cross-entropy's.
+  CHECK(nl_masked(std::numeric_limits<float>::quiet_NaN(), 0.05f));
+  CHECK(std::isnan(nl_term(std::numeric_limits<float>::quiet_NaN())));
+  CHECK(std::isnan(nl_term(std::numeric_limits<double>::quiet_NaN())));
+  CHECK(std::isnan(nl_term_grad(std::numeric_limits<float>::quiet_NaN())));
   CHECK(lcr_is_boundary(3, 1, 255) && !lcr_is_boundary(0, 1, 255) && !lcr_is_boundary(3, 255, 255));
   CHECK_NEAR(softmax_prob(1.0, 2.0, 1.5), std::exp(-1.0) / 1.5, 1e-15, 0.0);
   CHECK(softmax_backward(0.5, 2.0, 1.0) == 0.5);

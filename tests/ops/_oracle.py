@@ -1,4 +1,4 @@
-"""Deliberately slow, loop-by-loop oracles of the SPEC, to keep the vectorised reference honest.
+"""Deliberately slow, loop-by-loop oracles of docs/ops.md, to keep the vectorised reference honest.
 
 Everything is plain Python floats (double precision) over a handful of pixels or tiny maps.
 """
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 
 def resized(logits: torch.Tensor, size=None, align_corners=True) -> torch.Tensor:
-    """The logits the SPEC's maths runs on: computed in float32 (float64 for float64), resized if asked."""
+    """The logits the maths of docs/ops.md runs on: computed in float32 (float64 for float64), resized if asked."""
     x = logits.to(torch.float64 if logits.dtype == torch.float64 else torch.float32)
     if size is not None:
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
@@ -65,7 +65,7 @@ def region(x: torch.Tensor, b: int, i: int, j: int, k: int) -> tuple[float, floa
 
 
 def naive_select(score: torch.Tensor, n, radius: int, mask_radius: int, active=None):
-    """The SPEC's greedy loop, a full scan of the map per pick."""
+    """The greedy loop of docs/ops.md, a full scan of the map per pick."""
     bsz, h, w = score.shape
     ns = [int(v) for v in n] if isinstance(n, (list, torch.Tensor)) else [int(n)] * bsz
     n_max = max(ns, default=0) if isinstance(n, (list, torch.Tensor)) else int(n)
@@ -90,7 +90,10 @@ def naive_select(score: torch.Tensor, n, radius: int, mask_radius: int, active=N
             counts[b] += 1
             act[b, max(i - mask_radius, 0):i + mask_radius + 1, max(j - mask_radius, 0):j + mask_radius + 1] = True
             sel[b, max(i - radius, 0):i + radius + 1, max(j - radius, 0):j + radius + 1] = True
-    return centers, counts, act, sel
+    # centers is as wide as the picks one image can hold (docs/ops.md): the loop never needs more columns.
+    bound = -(-h // (mask_radius + 1)) * -(-w // (mask_radius + 1))
+    assert (centers[:, bound:] == -1).all(), "the greedy loop picked more centres than the packing bound allows"
+    return centers[:, :bound], counts, act, sel
 
 
 def lcr_loss(logits: torch.Tensor, labels: torch.Tensor, kind="l1", neighbors=8, ignore_index=255) -> float:

@@ -46,7 +46,7 @@ def near_tie_windows(logits, k, size, align_corners, gap=1e-4) -> torch.Tensor:
 
 
 def check_parity(op: str, backend: str, logits, k, size=None, align_corners=True):
-    """``backend`` equals the reference on the same input, to the SPEC's tolerance; NaN patterns exactly."""
+    """``backend`` equals the reference on the same input, to the tolerance of docs/ops.md; NaN patterns exactly."""
     ref = OPS[op](logits, k=k, size=size, align_corners=align_corners, backend="reference")
     got = OPS[op](logits, k=k, size=size, align_corners=align_corners, backend=backend)
     expected_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-# SPEC: float32 atol 1e-5, rtol 1e-4; float64 tighter. Half inputs are computed in float32, so their
+# docs/ops.md: float32 atol 1e-5, rtol 1e-4; float64 tighter. Half inputs are computed in float32, so their
 # outputs (float32) are held to the float32 rule against the reference run on the same half input.
 TOL = {
     torch.float64: dict(atol=1e-10, rtol=1e-8),

@@ -21,6 +21,8 @@ def backend_params():
     for backend, device in PARITY:
         why = _dispatch.unavailable_reason(backend, torch.device(device))
         marks = [pytest.mark.skip(reason=f"{backend} on {device}: {why}")] if why else []
+        if device == "cuda":
+            marks.append(pytest.mark.gpu)  # `pytest -m gpu` (make gpu-check) selects every test on a CUDA tensor
         params.append(pytest.param(backend, device, id=f"{backend}-{device}", marks=marks))
     return params
 

@@ -213,8 +213,8 @@ def test_nl_parity(dtype, name, threshold, gen):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_losses_wide_rows_and_nonfinite_logits(dtype, gen):
-    # Rows wider than a vector register (the kernels run pixel-inner), then NaN, +inf and all -inf pixels: NL leaves
-    # NaN probabilities out of its mask, and their gradients are NaN as with autograd through torch.softmax.
+    # Rows wider than a vector register (the kernels run pixel-inner), then NaN, +inf and all -inf pixels: their NaN
+    # probabilities are masked, so NL is NaN (as cross-entropy), and their gradients are NaN as with autograd.
     x = random_logits((2, 5, 6, 37), dtype=dtype, generator=gen, scale=2.0)
     labels = torch.randint(0, 3, (2, 6, 37), generator=gen)
     for kind, neighbors in [("l1", 8), ("kl", 4)]:
@@ -254,8 +254,6 @@ def test_half_gradient_comes_back_in_half(gen):
     (lambda: torch.ops.ripu.pixel_scores(torch.randn(3, 4, 4), 1, None, True), r"ripu::pixel_scores: logits must be a 4-D"),
     (lambda: torch.ops.ripu.pixel_entropy(torch.ones(1, 3, 4, 4, dtype=torch.int32)), r"ripu::pixel_entropy: logits must be float16"),
     (lambda: torch.ops.ripu.region_scores(torch.randn(1, 3, 4, 4), 1, [0, 3], True), r"ripu::region_scores: size must be positive"),
-    (lambda: torch.ops.ripu.select_regions(torch.rand(2, 4, 4), torch.tensor([1, 5]), 3, 1, 2, None),
-     r"ripu::select_regions: n\[1\] must be in \[0, n_max = 3\]"),
     (lambda: torch.ops.ripu.select_regions(torch.rand(1, 4, 4), torch.tensor([1]), 1, 1, 2, torch.zeros(1, 4, 4)),
      r"ripu::select_regions: active must be a bool tensor"),
     (lambda: torch.ops.ripu.local_consistency_loss(torch.randn(1, 3, 4, 4), torch.zeros(1, 4, 4), "l1", 8, 255),
@@ -272,8 +270,55 @@ def test_extension_errors_name_op_and_argument(call, match):
         call()
 
 
+def test_select_op_clamps_n_to_n_max():
+    """The registered op clamps n[b] to [0, n_max] (as the CUDA kernel must: reading n to check it would sync)."""
+    score = torch.rand(3, 6, 6, generator=torch.Generator().manual_seed(0))
+    got = torch.ops.ripu.select_regions(score, torch.tensor([-2, 1, 9]), 3, 0, 0, None)
+    assert got[0].shape == (3, 3, 2) and got[1].tolist() == [0, 1, 3]
+    ref = rk.select_regions(score, torch.tensor([0, 1, 3]), radius=0, mask_radius=0, backend="reference")
+    assert torch.equal(got[0], ref.centers) and torch.equal(got[2], ref.active)
+
+
 def test_cpu_backend_refuses_other_devices():
     from ripu_kernels import _backend_cpp
     assert _backend_cpp.unavailable_reason(torch.device("cpu")) is None
     assert "CPU tensors only" in _backend_cpp.unavailable_reason(torch.device("meta"))
     assert rk.available_backends("cpu")[0] == "cpu"
+
+
+@pytest.mark.parametrize("op", SCORE_OPS)
+@pytest.mark.parametrize("size", [(17, 11), (9, 23)])  # from 9 x 11: one axis resized, the other left alone
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_nonfinite_through_resize_with_one_axis_unchanged(op, size, align_corners, gen):
+    """Along an axis the resize leaves alone, F.interpolate (CPU) reads each pixel alone: an inf does not turn its
+    neighbour into NaN through a zero-weight tap (0 * inf). The kernels share that maths with the CUDA backend."""
+    x = random_logits((1, 3, 9, 11), generator=gen)
+    x[0, 1, 4, 5] = float("inf")
+    check_parity(op, "cpu", x, 0, size, align_corners)
+    e = rk.pixel_scores(x, k=0, size=size, align_corners=align_corners, backend="cpu").uncertainty[0]
+    if size[1] == 11:  # width unchanged: the NaN stays in column 5
+        assert torch.isnan(e[:, 5]).any() and not torch.isnan(e[:, 4]).any() and not torch.isnan(e[:, 6]).any()
+    else:              # height unchanged: the NaN stays in row 4
+        assert torch.isnan(e[4]).any() and not torch.isnan(e[3]).any() and not torch.isnan(e[5]).any()
+
+
+@pytest.mark.parametrize("size", [(17, 11), (9, 23), (17, 23)])
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_reference_resize_off_cpu_keeps_the_cpu_semantics(size, align_corners, gen):
+    """On other devices the reference resizes an axis alone when the other is unchanged (F.interpolate's CUDA kernel
+    would read a zero-weight neighbour there): the same non-finite pixels as CPU F.interpolate (which may turn an
+    inf into a NaN in place: the ops treat both alike), values within an ulp."""
+    from ripu_kernels.reference import _impl
+
+    x = random_logits((2, 3, 9, 11), generator=gen)
+    x[0, 1, 4, 5] = float("inf")
+    want = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
+    if size[0] == 9:
+        got = _impl._linear_along(x, 3, size[1], align_corners)
+    elif size[1] == 11:
+        got = _impl._linear_along(x, 2, size[0], align_corners)
+    else:
+        got = want
+    finite = torch.isfinite(want)
+    assert torch.equal(torch.isfinite(got), finite)
+    torch.testing.assert_close(got[finite], want[finite], atol=1e-6, rtol=1e-6)

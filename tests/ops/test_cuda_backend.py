@@ -13,6 +13,7 @@ import torch
 
 import ripu_kernels as rk
 from ripu_kernels import _dispatch
+from ripu_kernels.ops import max_picks
 
 from . import _oracle
 from ._loss_checks import check_loss_parity
@@ -21,7 +22,14 @@ from ._tol import assert_close_verbose, tol
 from .conftest import LAYOUTS, layout, random_logits
 
 CUDA_REASON = _dispatch.unavailable_reason("cuda", torch.device("cuda"))
-needs_cuda = pytest.mark.skipif(CUDA_REASON is not None, reason=f"backend cuda unavailable: {CUDA_REASON}")
+
+
+def needs_cuda(test):
+    """A GPU test (``pytest -m gpu``), skipped without the cuda backend."""
+    skip = pytest.mark.skipif(CUDA_REASON is not None, reason=f"backend cuda unavailable: {CUDA_REASON}")
+    return pytest.mark.gpu(skip(test))
+
+
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 
@@ -113,7 +121,7 @@ def test_selection_model_matches_naive_on_ties_and_nonfinite(seed):
     radius, mask_radius = int(torch.randint(0, 3, (1,), generator=g)), int(torch.randint(0, 4, (1,), generator=g))
     n = [int(v) for v in torch.randint(0, h * w + 1, (b,), generator=g)]
     active = torch.rand((b, h, w), generator=g) < 0.3 if seed % 2 else None
-    got = _model_select(score, n, max(n), radius, mask_radius, active)
+    got = _model_select(score, n, min(max(n), max_picks(h, w, mask_radius)), radius, mask_radius, active)
     assert_same_selection(got, _oracle.naive_select(score, torch.tensor(n), radius, mask_radius, active))
 
 
@@ -131,78 +139,182 @@ def test_selection_model_matches_reference_with_thresholds(mask_radius, n, quant
 
 
 # ------------------------------------------------------- model of the GPU window statistics (runs everywhere)
-def _model_window_stats(e, label, C, k, pixel_mode, tile_w, seg_l, band):
-    """Step-by-step model of scores.cu window_kernel: tiles with a k-column halo, column state slid down the rows of a
-    band, running sums along segments of seg_l columns, impurity from n log n sums."""
+def _model_window_stats(e, label, C, k, pixel_mode, tile_w, band):
+    """Step-by-step model of scores.cu window_kernel (csrc/cuda/window_tile.h; tests/cpp/test_cuda_host.cpp runs
+    the kernel's own helpers): labels with C marking a non-finite pixel; per tile a k-column halo; per column the
+    counts of rows [i - k, i + k] slid down the band (add the entering row, remove the leaving one); along the row
+    exclusive prefix sums q, so that a window's count is q[hi] - q[lo]. Returns the window class counts (C + 1 per
+    pixel, the last the non-finite count), entropy sums, and the score maps."""
     bsz, h, w = e.shape
-    inv_log_c = 1.0 / np.log(C) if C > 1 else 0.0
-    score, impurity, unc = (np.full((bsz, h, w), np.nan) for _ in range(3))
-    extra = 1 if pixel_mode else 2
+    kh, kw = min(k, h - 1), min(k, w - 1)
+    lab = np.where(np.isnan(e), C, label)
+    counts = np.full((bsz, h, w, C + 1), -1, np.int64)
+    sums = np.full((bsz, h, w), np.nan)
     for b in range(bsz):
         for i0 in range(0, h, band):
             for j0 in range(0, w, tile_w):
                 i1, j1 = min(i0 + band, h), min(j0 + tile_w, w)
-                c_lo, c_hi = max(j0 - k, 0), min(j1 + k, w)
-                wt = c_hi - c_lo
-                colcnt, colnan, colsum = np.zeros((C, wt), np.int64), np.zeros(wt, np.int64), np.zeros(wt)
+                c_lo, c_hi = max(j0 - kw, 0), min(j0 + tile_w + kw, w)
+                cols = np.arange(c_hi - c_lo)
+                cnt, colsum = np.zeros((C + 1, c_hi - c_lo), np.int64), np.zeros(c_hi - c_lo)
                 for i in range(i0, i1):
-                    rows = range(max(i - k, 0), min(i + k, h - 1) + 1) if i == i0 else range(i + k, min(i + k, h - 1) + 1)
-                    for x in range(wt):
-                        col = c_lo + x
-                        for r, sign in [(r, 1) for r in rows] + ([(i - k - 1, -1)] if i != i0 and i - k - 1 >= 0 else []):
-                            colcnt[label[b, r, col], x] += sign
-                            if np.isnan(e[b, r, col]):
-                                colnan[x] += sign
-                            elif not pixel_mode:
-                                colsum[x] += sign * e[b, r, col]
-                    hcnt, hnan, hsum = np.zeros((C, tile_w), np.int64), np.zeros(tile_w, np.int64), np.zeros(tile_w)
-                    for cls in range(C + extra):
-                        src, dst = ((colcnt[cls], hcnt[cls]) if cls < C else (colnan, hnan) if cls == C
-                                    else (colsum, hsum))
-                        for seg in range(tile_w // seg_l):
-                            jb = j0 + seg * seg_l
-                            je = min(jb + seg_l, j1)
-                            if jb >= je:
-                                continue
-                            lo, hi = max(jb - k, 0), min(jb + k + 1, w)
-                            acc = src[lo - c_lo:hi - c_lo].sum()
-                            dst[jb - j0] = acc
-                            for j in range(jb + 1, je):
-                                if j + k < w:
-                                    acc += src[j + k - c_lo]
-                                if j - k - 1 >= 0:
-                                    acc -= src[j - k - 1 - c_lo]
-                                dst[j - j0] = acc
-                    for j in range(j0, j1):
-                        t = j - j0
-                        n = (min(i + k + 1, h) - max(i - k, 0)) * (min(j + k + 1, w) - max(j - k, 0))
-                        if hnan[t] > 0:
-                            if pixel_mode:
-                                unc[b, i, j] = e[b, i, j]
-                            continue
-                        s = sum(float(c) * np.log(c) for c in hcnt[:, t] if c)
-                        p = max((n * np.log(n) - s) / n * inv_log_c, 0.0)
-                        impurity[b, i, j] = p
-                        unc[b, i, j] = e[b, i, j] if pixel_mode else hsum[t] / n
-                        score[b, i, j] = p * unc[b, i, j]
-    return score, impurity, unc
+                    enter = range(max(i - kh, 0), min(i + kh, h - 1) + 1) if i == i0 else range(i + kh, min(i + kh, h - 1) + 1)
+                    leave = [i - kh - 1] if i != i0 and i - kh - 1 >= 0 else []
+                    for rows, sign in ((enter, 1), (leave, -1)):
+                        for r in rows:
+                            np.add.at(cnt, (lab[b, r, c_lo:c_hi], cols), sign)
+                            colsum += sign * np.nan_to_num(e[b, r, c_lo:c_hi], nan=0.0)
+                    q = np.concatenate([np.zeros((C + 1, 1), np.int64), np.cumsum(cnt, axis=1)], axis=1)
+                    qs = np.concatenate([[0.0], np.cumsum(colsum)])
+                    j = np.arange(j0, j1)
+                    lo, hi = np.maximum(j - kw, 0) - c_lo, np.minimum(j + kw + 1, w) - c_lo
+                    counts[b, i, j0:j1] = (q[:, hi] - q[:, lo]).T
+                    sums[b, i, j0:j1] = qs[hi] - qs[lo]
+    n = ((np.minimum(np.arange(h) + kh + 1, h) - np.maximum(np.arange(h) - kh, 0))[:, None]
+         * (np.minimum(np.arange(w) + kw + 1, w) - np.maximum(np.arange(w) - kw, 0))[None, :])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xlogx = np.where(counts[..., :C] > 0, counts[..., :C] * np.log(np.maximum(counts[..., :C], 1)), 0.0)
+        impurity = np.maximum((n * np.log(n) - xlogx.sum(-1)) / n / (np.log(C) if C > 1 else np.inf), 0.0)
+    bad = counts[..., C] > 0
+    impurity[bad] = np.nan
+    unc = np.where(bad, np.nan, sums / n) if not pixel_mode else e
+    return counts, sums, (impurity * unc, impurity, unc)
+
+
+def _brute_window_counts(e, label, C, k):
+    """Window class counts (C + 1, the last non-finite) and finite entropy sums by integral images."""
+    lab = torch.from_numpy(np.where(np.isnan(e), C, label))
+    onehot = torch.nn.functional.one_hot(lab, C + 1).permute(0, 3, 1, 2).to(torch.int64)  # (B, C+1, H, W)
+    from ripu_kernels.reference import _impl
+
+    counts = torch.stack([_impl._box_sum(onehot[:, c], k) for c in range(C + 1)], dim=-1).numpy()
+    sums = _impl._box_sum(torch.from_numpy(np.nan_to_num(e, nan=0.0)), k).numpy()
+    return counts, sums
 
 
 @pytest.mark.parametrize("op", ["region_scores", "pixel_scores"])
-@pytest.mark.parametrize("k,tile_w,seg_l,band", [(0, 8, 4, 3), (1, 8, 4, 5), (2, 16, 4, 4), (6, 8, 2, 7),
-                                                  (30, 8, 4, 5)])
-def test_window_model_matches_reference(op, k, tile_w, seg_l, band):
-    """Small tiles, segments and bands so that every halo, band start and segment edge is crossed."""
+@pytest.mark.parametrize("shape,k,tile_w,band", [
+    ((2, 4, 13, 27), 0, 8, 3), ((2, 4, 13, 27), 1, 8, 5), ((2, 4, 13, 27), 2, 16, 4), ((2, 4, 13, 27), 6, 7, 7),
+    ((2, 4, 13, 27), 30, 8, 5),            # k beyond the image
+    ((1, 1, 9, 11), 2, 4, 3),              # one class
+    ((1, 150, 12, 21), 3, 5, 4),           # many classes
+    ((1, 5, 1, 19), 3, 4, 2), ((1, 5, 17, 1), 3, 4, 2),  # one row, one column
+])
+def test_window_model_matches_reference(op, shape, k, tile_w, band):
+    """Small tiles and bands so that every halo and band start is crossed; class counts, non-finite counts and
+    entropy sums equal brute-force window sums exactly (sums to rounding), and the scores equal the reference."""
     from ripu_kernels.reference import _impl
 
-    g = torch.Generator().manual_seed(k)
-    x = with_nonfinite(random_logits((2, 4, 13, 27), torch.float64, g))
+    g = torch.Generator().manual_seed(k + shape[1])
+    x = with_nonfinite(random_logits(shape, torch.float64, g)) if shape[2] > 2 and shape[3] > 3 else \
+        random_logits(shape, torch.float64, g)
     e = _impl._entropy(x).numpy()
     label = x.argmax(dim=1).numpy()
-    got = _model_window_stats(e, label, 4, k, op == "pixel_scores", tile_w, seg_l, band)
+    counts, sums, got = _model_window_stats(e, label, shape[1], k, op == "pixel_scores", tile_w, band)
+    want_counts, want_sums = _brute_window_counts(e, label, shape[1], k)
+    assert np.array_equal(counts, want_counts), "window class / non-finite counts differ from brute force"
+    np.testing.assert_allclose(sums, want_sums, rtol=1e-12, atol=1e-12)
     ref = getattr(_impl, op)(x, k, None, True)
     for name, a, r in zip(("score", "impurity", "uncertainty"), got, ref):
-        assert_close_verbose(torch.from_numpy(a), r, name=f"model {op}.{name}", **tol(torch.float64))
+        assert_close_verbose(torch.from_numpy(np.asarray(a, dtype=np.float64)), r, name=f"model {op}.{name}",
+                             **tol(torch.float64))
+
+
+# ---------------------------------------------------- model of the GPU LCR backward (runs everywhere)
+_OFFS = {8: [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)], 4: [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)]}
+
+
+def _model_lcr_backward(x, labels, kind, neighbors, ignore_index, grad=1.0):
+    """Step-by-step model of losses.cu lcr_backward: boundary flags; softmax statistics only at touched pixels (v + o a
+    boundary pixel); per pixel v: zeros when untouched, else g = [v boundary] dg/dp + sum over boundary u within one
+    step of v of mult(u -> v) / K dg/dmean(u), then the softmax Jacobian scaled by grad / count."""
+    from ripu_kernels.reference._impl import boundary_mask
+
+    x = x.double().numpy()
+    bsz, c, h, w = x.shape
+    offs = _OFFS[neighbors]
+    K = len(offs)
+    flags = boundary_mask(labels, neighbors, ignore_index).numpy()
+    count = max(int(flags.sum()), 1)
+
+    def inside(i, j):
+        return 0 <= i < h and 0 <= j < w
+
+    def touched(b, i, j):
+        return any(inside(i + di, j + dj) and flags[b, i + di, j + dj] for di, dj in offs)
+
+    m = np.full((bsz, h, w), np.nan)
+    s = np.full((bsz, h, w), np.nan)  # statistics only where touched: reading elsewhere would give NaN here
+    for b in range(bsz):
+        for i in range(h):
+            for j in range(w):
+                if touched(b, i, j):
+                    m[b, i, j] = x[b, :, i, j].max()
+                    s[b, i, j] = np.exp(x[b, :, i, j] - m[b, i, j]).sum()
+
+    def prob(b, i, j):
+        return np.exp(x[b, :, i, j] - m[b, i, j]) / s[b, i, j]
+
+    def mean(b, i, j):
+        return sum(prob(b, min(max(i + di, 0), h - 1), min(max(j + dj, 0), w - 1)) for di, dj in offs) / K
+
+    def term_grad(p, mu):
+        if kind == "l1":
+            sg = np.sign(p - mu)
+            return sg, -sg
+        den = mu + 1e-6
+        r = p / den
+        inner = r + 1e-6
+        return np.log(inner) + p / (inner * den), -(p * r) / (inner * den)
+
+    dx = np.zeros_like(x)
+    for b in range(bsz):
+        for i in range(h):
+            for j in range(w):
+                if not touched(b, i, j):
+                    continue
+                g = np.zeros(c)
+                if flags[b, i, j]:
+                    g += term_grad(prob(b, i, j), mean(b, i, j))[0]
+                for di in (-1, 0, 1):
+                    for dj in (-1, 0, 1):
+                        a, c2 = i + di, j + dj
+                        if not inside(a, c2) or not flags[b, a, c2]:
+                            continue
+                        mult = sum(min(max(a + oi, 0), h - 1) == i and min(max(c2 + oj, 0), w - 1) == j
+                                   for oi, oj in offs)
+                        if mult:
+                            g += mult / K * term_grad(prob(b, a, c2), mean(b, a, c2))[1]
+                p = prob(b, i, j)
+                dx[b, :, i, j] = grad / count * p * (g - (p * g).sum())
+    return torch.from_numpy(dx)
+
+
+@pytest.mark.parametrize("kind,neighbors", [("l1", 8), ("kl", 8), ("l1", 4), ("kl", 4)])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 2, 1, 5), (1, 3, 4, 1)])
+def test_lcr_backward_model_matches_autograd(kind, neighbors, shape, gen):
+    """The sparse gather of the CUDA LCR backward equals autograd through the reference, and leaves a non-finite
+    logit that the loss never reads with a zero gradient (as the reference does)."""
+    b, c, h, w = shape
+    x = random_logits(shape, torch.float64, gen, scale=1.0)
+    labels = torch.randint(0, 3, (b, h, w), generator=gen)
+    labels[0, 0, : max(w // 2, 1)] = 255
+    x_ref = x.clone().requires_grad_()
+    rk.local_consistency_loss(x_ref, labels, kind=kind, neighbors=neighbors, backend="reference").backward()
+    got = _model_lcr_backward(x, labels, kind, neighbors, 255)
+    assert_close_verbose(got, x_ref.grad, name=f"model LCR backward {kind} {neighbors}", **tol(torch.float64, grad=True))
+
+
+def test_lcr_backward_model_ignores_unread_nonfinite_logits(gen):
+    x = random_logits((1, 2, 8, 8), torch.float64, gen, scale=1.0)
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    labels[0, 5:, 5:] = 1  # boundary pixels only near the bottom-right corner (and where the zero padding sees 1s)
+    x[0, :, 0, 0] = float("nan")  # far from every boundary pixel: never read
+    x_ref = x.clone().requires_grad_()
+    rk.local_consistency_loss(x_ref, labels, backend="reference").backward()
+    got = _model_lcr_backward(x, labels, "l1", 8, 255)
+    assert torch.isfinite(got).all() and got[0, :, 0, 0].eq(0).all()
+    assert_close_verbose(got, x_ref.grad, name="model LCR backward", **tol(torch.float64, grad=True))
 
 
 # ----------------------------------------------------------------------------------------------- GPU tests

@@ -1,4 +1,4 @@
-"""Every error rule of the SPEC: ValueError (TypeError for a wrong Python type) naming the op and argument."""
+"""Every error rule of docs/ops.md: ValueError (TypeError for a wrong Python type) naming the op and argument."""
 import pytest
 import torch
 

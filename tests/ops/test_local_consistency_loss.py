@@ -108,3 +108,47 @@ def test_backend_gradcheck(backend, device, kind, gen):
     x = random_logits((1, 3, 5, 6), dtype=torch.float64, generator=gen).to(device).requires_grad_(True)
     y = blocky_labels(1, 5, 6, classes=3, seed=1).to(device)
     assert torch.autograd.gradcheck(lambda t: lcr(t, y, kind=kind, backend=backend), (x,))
+
+
+# ------------------------------------------------------------------- pixels the loss does not read, double backward
+@pytest.mark.parametrize("backend,device", backend_params())
+@pytest.mark.parametrize("neighbors", [8, 4])
+def test_unread_nonfinite_logits_get_zero_gradient(backend, device, neighbors, gen):
+    """The gradient is exactly 0 at pixels the loss never reads (more than one offset from every boundary pixel),
+    even where their logits are not finite; where the loss reads a non-finite logit the loss is NaN."""
+    x = random_logits((1, 3, 9, 10), generator=gen)
+    labels = torch.zeros(1, 9, 10, dtype=torch.long)
+    labels[0, 6:, 7:] = 1
+    x[0, :, 0, 0] = float("nan")
+    x[0, 1, 2, 2] = float("inf")
+    if neighbors == 4:
+        x[0, 0, 5, 5] = float("nan")  # only diagonal to a boundary pixel, (6, 6): read by the 3x3 mean only
+    check_loss_parity(lcr, backend, x.to(device), labels.to(device), neighbors=neighbors)
+    xg = x.to(device).requires_grad_()
+    loss = lcr(xg, labels.to(device), neighbors=neighbors, backend=backend)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(xg.grad).all()
+    assert xg.grad[0, :, 0, 0].eq(0).all() and xg.grad[0, :, 2, 2].eq(0).all()
+    if neighbors == 4:
+        assert xg.grad[0, :, 5, 5].eq(0).all()
+    y = x.clone()
+    y[0, 2, 6, 7] = float("nan")  # a boundary pixel
+    assert torch.isnan(lcr(y.to(device), labels.to(device), neighbors=neighbors, backend=backend))
+
+
+@pytest.mark.parametrize("kind", ["l1", "kl"])
+def test_reference_double_backward(kind, gen):
+    x = random_logits((1, 2, 3, 4), dtype=torch.float64, generator=gen, scale=1.0).requires_grad_(True)
+    y = blocky_labels(1, 3, 4, classes=2, seed=3, ignore_frac=0.0)
+    assert torch.autograd.gradgradcheck(lambda t: lcr(t, y, kind=kind, backend="reference"), (x,))
+
+
+@pytest.mark.parametrize("backend,device", backend_params())
+def test_compiled_double_backward_raises_naming_the_op(backend, device, gen):
+    if backend == "triton":
+        pytest.skip("the Triton backend's double backward is the Triton engineer's")
+    x = random_logits((1, 3, 6, 7), generator=gen).to(device).requires_grad_(True)
+    y = blocky_labels(1, 6, 7).to(device)
+    (g,) = torch.autograd.grad(lcr(x, y, backend=backend), x, create_graph=True)
+    with pytest.raises(RuntimeError, match=r"ripu::local_consistency_loss: double backward .* not implemented"):
+        (g * g).sum().backward()

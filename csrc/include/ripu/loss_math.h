@@ -1,4 +1,4 @@
-// Per-pixel pieces of the two losses (SPEC "Losses"), forward and backward.
+// Per-pixel pieces of the two losses (docs/ops.md, the two losses), forward and backward.
 //
 // LCR: d = sum_c g(p_c, mean_c) with g = |p - mean| (l1) or p * log(p / (mean + 1e-6) + 1e-6) (kl); the kernels
 // need g and its two partial derivatives. NL: term = -log(1 - p + 1e-6) where p < threshold. The softmax
@@ -39,12 +39,18 @@ RIPU_HOST_DEVICE inline bool lcr_is_boundary(int64_t laplacian, int64_t label, i
   return laplacian != 0 && label != ignore_index;
 }
 
+// NL mask: p < threshold, and NaN (a pixel with a non-finite logit has NaN probabilities): its NaN terms make the
+// loss NaN, as cross-entropy and LCR are on such logits (docs/ops.md, "negative_learning_loss").
 template <typename T>
-RIPU_HOST_DEVICE inline bool nl_masked(T p, T threshold) { return p < threshold; }
+RIPU_HOST_DEVICE inline bool nl_masked(T p, T threshold) { return !(p >= threshold); }
 
-// For p in [0, 1] the argument lies in [1e-6, 1 + 1e-6], inside the domain of rlog_fast (positive normal).
+// For p in [0, 1] the argument lies in [1e-6, 1 + 1e-6], inside the domain of rlog_fast (positive normal); a NaN p
+// stays NaN (rlog_fast itself is only defined on positive normal numbers).
 template <typename T>
-RIPU_HOST_DEVICE inline T nl_term(T p) { return -rlog_fast(T(1) - p + T(1e-6)); }
+RIPU_HOST_DEVICE inline T nl_term(T p) {
+  const T a = T(1) - p + T(1e-6);
+  return a != a ? a : -rlog_fast(a);
+}
 
 // d(-log(1 - p + 1e-6)) / dp
 template <typename T>
