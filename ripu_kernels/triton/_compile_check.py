@@ -24,7 +24,7 @@ def _configs():
     """(kernel, {arg: type string | ("const", value) | constexpr value}, num_warps) for representative launches."""
     from . import _losses as L
     from . import _scores as S
-    from ._common import next_pow2, tile_shape
+    from ._common import tile_shape
 
     ptr = lambda t: "*" + _TYPES[t]  # noqa: E731
     one = ("const", 1)  # Triton specialises integer arguments equal to 1 (e.g. the unit stride)
@@ -80,22 +80,24 @@ def _configs():
         out.append((L._nl_bwd_kernel, dict(x_ptr=ptr(xt), thr_ptr=ptr(ct), scale_ptr=ptr(ct), dx_ptr=ptr(xt),
                                            C="i32", H="i32", W="i32", **strides, d_b="i32", d_c="i32",
                                            d_h="i32", d_w=one, IS_F64=f64, BLOCK_P=block_p, C_PAD=32), nw))
-        out.append((L._softmax_kernel, dict(x_ptr=ptr(xt), p_ptr=ptr(ct), C="i32", H="i32", W="i32", **strides,
-                                            IS_F64=f64, BLOCK_P=block_p, C_PAD=32), nw))
-        block_p, nw = tile_shape(32, L._LCR_BUDGET)
         lab = dict(l_b="i32", l_h="i32", l_w=one, ignore="i32")
+        for n8 in (False, True):
+            out.append((L._lcr_softmax_kernel, dict(x_ptr=ptr(xt), lab_ptr=ptr("int64"), p_ptr=ptr(ct),
+                                                    bnd_ptr=ptr("uint8"), C="i32", H="i32", W="i32", **strides,
+                                                    **lab, NEIGH8=n8, IS_F64=f64, BLOCK_P=block_p, C_PAD=32), nw))
+        block_p, nw = tile_shape(32, L._LCR_BUDGET)
         for kl in (False, True):
             for n8 in (False, True):
-                out.append((L._lcr_fwd_kernel, dict(p_ptr=ptr(ct), lab_ptr=ptr("int64"), psum_ptr=ptr("float64"),
-                                                    pcnt_ptr=ptr("int64"), C="i32", H="i32", W="i32", **lab,
-                                                    KL=kl, NEIGH8=n8, BLOCK_P=block_p, C_PAD=32), nw))
-                out.append((L._lcr_grad_kernel, dict(p_ptr=ptr(ct), lab_ptr=ptr("uint8"), scale_ptr=ptr(ct),
-                                                     gp_ptr=ptr(ct), gm_ptr=ptr(ct), C="i32", H="i32", W="i32",
-                                                     **lab, KL=kl, NEIGH8=n8, BLOCK_P=block_p, C_PAD=32), nw))
-        for n8 in (False, True):
-            out.append((L._lcr_dx_kernel, dict(p_ptr=ptr(ct), gp_ptr=ptr(ct), gm_ptr=ptr(ct), dx_ptr=ptr(xt),
-                                               C="i32", H="i32", W="i32", d_b="i32", d_c=one, d_h="i32",
-                                               d_w="i32", NEIGH8=n8, BLOCK_P=block_p, C_PAD=32), nw))
+                common = dict(C="i32", H="i32", W="i32", KL=kl, NEIGH8=n8, BLOCK_P=block_p, C_PAD=32)
+                out.append((L._lcr_fwd_kernel, dict(p_ptr=ptr(ct), bnd_ptr=ptr("uint8"), psum_ptr=ptr("float64"),
+                                                    pcnt_ptr=ptr("int64"), **common), nw))
+                out.append((L._lcr_gm_kernel, dict(p_ptr=ptr(ct), bnd_ptr=ptr("uint8"), scale_ptr=ptr(ct),
+                                                   g_ptr=ptr(ct), **common), nw))
+                dx_block, dx_nw = tile_shape(32, L._LCR_DX_BUDGET // (2 if f64 else 1))
+                out.append((L._lcr_dx_kernel, dict(p_ptr=ptr(ct), bnd_ptr=ptr("uint8"), g_ptr=ptr(ct),
+                                                   scale_ptr=ptr(ct), dx_ptr=ptr(xt), d_b="i32", d_c=one,
+                                                   d_h="i32", d_w="i32", **dict(common, BLOCK_P=dx_block)),
+                            dx_nw))
     return out
 
 

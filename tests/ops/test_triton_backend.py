@@ -353,6 +353,7 @@ def _opcheck_cases():
     count = torch.tensor(7, device=DEVICE)
     grad = torch.tensor(1.5, device=DEVICE)
     ops = torch.ops.ripu_triton
+    _, _, p, bnd = ops.local_consistency_loss(x, lab, "l1", 4, 255)
     return [
         ("pixel_entropy", ops.pixel_entropy, (x,)),
         ("region_scores", ops.region_scores, (x, 1, None, True)),
@@ -360,7 +361,7 @@ def _opcheck_cases():
         ("negative_learning_loss", ops.negative_learning_loss, (xg, 0.2)),
         ("local_consistency_loss", ops.local_consistency_loss, (xg, lab, "kl", 8, 255)),
         ("nl_backward", ops._negative_learning_loss_backward, (grad, x, count, 0.2)),
-        ("lcr_backward", ops._local_consistency_loss_backward, (grad, x, lab, count, "l1", 4, 255)),
+        ("lcr_backward", ops._local_consistency_loss_backward, (grad, p, bnd, count, "l1", 4, torch.float32, False)),
     ]
 
 
