@@ -448,7 +448,7 @@ def pixel_tiles(resize: bool, f64: bool) -> tuple[int, int]:
 
 def _pixel_pass(logits: torch.Tensor, size, align_corners: bool, with_label: bool):
     """Entropy (B, H2, W2) in the compute dtype and, when asked, the slot map (uint8 when C < 255, else int32)."""
-    b, c, h_in, w_in = logits.shape
+    b, c, h_in, w_in = (int(v) for v in logits.shape)  # int(): tile choices specialise on the sizes
     h, w = (h_in, w_in) if size is None else (int(size[0]), int(size[1]))
     ct = compute_dtype(logits.dtype)
     e = torch.empty((b, h, w), dtype=ct, device=logits.device)
@@ -456,7 +456,7 @@ def _pixel_pass(logits: torch.Tensor, size, align_corners: bool, with_label: boo
     y = torch.empty((b, h, w) if with_label else (0,), dtype=ydt, device=logits.device)
     if b == 0 or h * w == 0:
         return e, y
-    s_b, s_c, s_h, s_w = logits.stride()
+    s_b, s_c, s_h, s_w = (int(v) for v in logits.stride())
     flat = size is None and s_w == 1 and s_h == w_in
     block_p, unroll = pixel_tiles(size is not None, ct == torch.float64)
     grid = (triton.cdiv(h * w, block_p), b)
@@ -506,7 +506,8 @@ def fast_log2(e: torch.Tensor) -> bool:
 
 
 def _window_pass(y: torch.Tensor, e: torch.Tensor, c: int, k: int, region: bool):
-    b, h, w = e.shape
+    b, h, w = (int(v) for v in e.shape)
+    c, k = int(c), int(k)
     score = torch.empty_like(e)
     imp = torch.empty_like(e)
     unc = torch.empty_like(e) if region else e
