@@ -36,7 +36,9 @@ def fmt_time(ms: float | None) -> str:
 def fmt_ratio(v: float | None) -> str:
     if v is None:
         return ""
-    return f"{v:,.0f}x" if v >= 10 else f"{v:.1f}x"
+    if v >= 10:
+        return f"{v:,.0f}x"
+    return f"{v:.1f}x" if v >= 0.95 else f"{v:.2g}x"
 
 
 def _cell(row: dict | None) -> str:
