@@ -27,8 +27,8 @@ from __future__ import annotations
 import torch
 
 from . import bench_entropy, bench_losses, bench_pixel_scores, bench_region_scores, bench_select
-from ._harness import (AUTHORS, PAPER_GPU, Case, RunOptions, Target, Timing, _get, _row_base, first_call, shape_str,
-                       time_cpu, time_cuda)
+from ._harness import (AUTHORS, PAPER_GPU, Case, RunOptions, Target, _get, _row_base, first_call, shape_str, time_cpu,
+                       time_cuda)
 
 K_SWEEP = (1, 2, 4, 8, 16, 32, 64)
 DRY_SHAPE = (2, 19, 32, 64)
@@ -196,4 +196,4 @@ def evaluate_targets(rows: list[dict], main: tuple[int, ...], dry_run: bool) -> 
     return out
 
 
-__all__ = ["cases", "copy_row", "evaluate_targets", "host_sync_check", "main_shape", "Timing"]
+__all__ = ["cases", "copy_row", "evaluate_targets", "host_sync_check", "main_shape"]

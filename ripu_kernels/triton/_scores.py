@@ -27,7 +27,7 @@ from torch.library import triton_op
 
 from ._common import INTERPRET, compute_dtype, launch, next_pow2
 
-LOG2E = 1.4426950408889634
+LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # log2(e), a compile-time constant in the kernels
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -152,7 +152,7 @@ def _pixel_kernel(x_ptr, e_ptr, y_ptr, C, H_in, W_in, H, W, s_b, s_c, s_h, s_w,
     for c in tl.range(1, C, loop_unroll_factor=UNROLL):
         cb += s_c
         x = _logit(cb, o00, o01, o10, o11, lh0, lh1, lw0, lw1, pm, RESIZE, IS_F64)
-        d = (x - m) * 1.4426950408889634
+        d = (x - m) * LOG2E
         up = d > 0  # strictly: a tie keeps the lower class index
         a = tl.exp2(-tl.abs(d))
         t = tl.where(up, a * (t - d * s), t + a * d)
