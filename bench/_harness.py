@@ -17,6 +17,7 @@ Both include the op's outputs.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import math
 import os
@@ -709,6 +710,7 @@ def write_results(out_dir: Path, meta: dict, rows: list[dict], targets: list[dic
     return md
 
 
+@functools.lru_cache(maxsize=1)
 def driver_versions() -> tuple[str | None, str | None]:
     """(NVIDIA driver version from nvidia-smi, CUDA version torch was built with); None where unknown."""
     driver = None
