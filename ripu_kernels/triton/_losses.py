@@ -369,6 +369,17 @@ def _nl_backward(ctx, grad_loss, grad_count):
 register_autograd("ripu_triton::negative_learning_loss", _nl_backward, setup_context=_nl_setup)
 
 
+def _no_double_backward(op: str):
+    """Autograd of a backward op: differentiating the gradient again raises an error naming the public op."""
+    def backward(ctx, *grads):
+        raise RuntimeError(f"ripu::{op}: double backward (the gradient of the gradient) is not supported by the "
+                           "triton backend; use backend='reference' for it")
+    return backward
+
+
+register_autograd("ripu_triton::_negative_learning_loss_backward", _no_double_backward("negative_learning_loss"))
+
+
 # LCR ------------------------------------------------------------------------------------------------------
 _LCR_BUDGET = 1024    # these kernels hold a neighbourhood of tiles: smaller tiles keep them out of local memory
 _LCR_DX_BUDGET = 512  # the gradient gather holds up to 25 of them (256 in float64)
@@ -431,6 +442,7 @@ def _lcr_backward(ctx, grad_loss, grad_count, grad_p, grad_bnd):
 
 
 register_autograd("ripu_triton::local_consistency_loss", _lcr_backward, setup_context=_lcr_setup)
+register_autograd("ripu_triton::_local_consistency_loss_backward", _no_double_backward("local_consistency_loss"))
 
 
 # ------------------------------------------------------------------------------------- backend functions

@@ -207,3 +207,15 @@ def test_ops_on_a_second_gpu():
     loss = rk.local_consistency_loss(x, lab, "l1", 8, 255, backend="triton")
     loss.backward()
     assert x.grad.device == dev
+
+
+@pytest.mark.parametrize("op", ["local_consistency_loss", "negative_learning_loss"])
+def test_double_backward_raises_naming_the_op(op):
+    """The gradient is not itself differentiable on this backend: differentiating it again says so, naming the
+    public op (instead of autograd's message about an internal backward op)."""
+    x = _logits((1, 3, 5, 6)).requires_grad_(True)
+    args = (_labels(1, 5, 6),) if op == "local_consistency_loss" else (0.3,)
+    loss = getattr(rk, op)(x, *args, backend="triton")
+    (g,) = torch.autograd.grad(loss, x, create_graph=True)
+    with pytest.raises(RuntimeError, match=f"ripu::{op}: double backward .* not supported by the triton backend"):
+        torch.autograd.grad(g.sum(), x)
