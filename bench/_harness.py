@@ -17,6 +17,7 @@ Both include the op's outputs.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import math
 import os
@@ -72,7 +73,7 @@ def peak_bandwidth_gbps(device_name: str) -> float | None:
 class Case:
     """One workload. ``bind(inputs, backend)`` returns a callable, or raises ``Skip`` for a backend it cannot use."""
 
-    op: str                                   # table the row goes to, e.g. "region_scores"
+    op: str                                   # the public op timed, e.g. "region_scores" (or "copy")
     label: str                                # the case inside the table, e.g. "k=1"
     shape: tuple[int, ...]                    # logits shape (B, C, H, W) or score shape (B, H, W)
     setup: Callable[[torch.device], dict]
@@ -85,10 +86,17 @@ class Case:
     authors_macs: float = 0.0                 # multiply-adds of the authors' box convolutions (CPU budget rule)
     slow_s: float | None = None               # override of the single-run threshold for this case
     authors_required: bool = False            # run the authors' baseline even beyond the CPU budget (headline rows)
+    table: str | None = None                  # the table the row goes to (default: op), e.g. "k_sweep"
+    authors_skip: str | None = None           # why the authors' baseline is not run for this case (None: it is)
+    check: Callable[[Callable[[], Any], torch.device], dict] | None = None  # extra per-backend facts, e.g. host syncs
+
+    def __post_init__(self):
+        if self.table is None:
+            self.table = self.op
 
     @property
     def key(self) -> str:
-        return f"{self.op}|{self.label}"
+        return f"{self.table}|{self.label}"
 
 
 class Skip(Exception):
@@ -162,6 +170,11 @@ def smooth_logits(shape, device, dtype=torch.float32, seed: int = 0, cell: int =
     x = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)
     x += torch.randn((b, c, h, w), generator=g, device=device) * noise
     return x.to(dtype=dtype)
+
+
+def resize(x: torch.Tensor, size) -> torch.Tensor:
+    """The bilinear resize ``size=`` fuses (align_corners=True, the ops' default), materialised: for baselines."""
+    return torch.nn.functional.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
 
 
 def label_map(shape, device, seed: int = 1, ignore_fraction: float = 0.05, ignore_index: int = 255) -> torch.Tensor:
@@ -381,12 +394,12 @@ class RunOptions:
 
 def _row_base(case: Case, backend: str, device: torch.device) -> dict:
     return {
-        "op": case.op, "case": case.label, "shape": shape_str(case.shape),
+        "op": case.op, "table": case.table, "case": case.label, "shape": shape_str(case.shape),
         "dtype": str(case.dtype).replace("torch.", ""),
         "device": device.type, "backend": backend, "params": dict(case.params), "sweep": case.sweep, "x": case.x,
         "status": "ok", "note": "", "median_ms": None, "q20_ms": None, "q80_ms": None, "repeats": None,
         "method": None, "first_call_ms": None, "peak_mem_mib": None, "bytes": case.nbytes,
-        "gbps": None, "pct_peak": None, "vs_reference": None, "vs_authors": None,
+        "gbps": None, "pct_peak": None, "pct_copy": None, "vs_reference": None, "vs_authors": None,
     }
 
 
@@ -398,6 +411,9 @@ def run_case(case: Case, backends: list[str], opts: RunOptions, log: Callable[[s
     for backend in backends:
         row = _row_base(case, backend, device)
         rows.append(row)
+        if backend == AUTHORS and case.authors_skip:
+            row["status"], row["note"] = "skipped", case.authors_skip
+            continue
         if (backend == AUTHORS and device.type == "cpu"
                 and not (case.authors_required and opts.authors_required_runs)
                 and case.authors_macs > opts.authors_macs_limit):
@@ -420,13 +436,18 @@ def run_case(case: Case, backends: list[str], opts: RunOptions, log: Callable[[s
         except Exception as exc:  # a backend failing must not lose the other rows
             row["status"], row["note"] = "error", f"{type(exc).__name__}: {exc}"[:300]
             if opts.verbose:
-                log(f"  {case.op} {case.label} [{backend}] ERROR {row['note']}")
+                log(f"  {case.table} {case.label} [{backend}] ERROR {row['note']}")
             continue
         row.update(median_ms=timing.median_s * 1e3, q20_ms=timing.q20_s * 1e3, q80_ms=timing.q80_s * 1e3,
                    repeats=timing.repeats, method=timing.method, first_call_ms=first_s * 1e3, peak_mem_mib=mib)
+        if case.check is not None:
+            try:
+                row.update(case.check(fn, device))
+            except Exception as exc:  # a check failing must not lose the timing
+                row["note"] = f"check failed: {type(exc).__name__}: {exc}"[:300]
         if opts.verbose:
             mem = "" if mib is None else f", peak +{mib:.1f} MiB"
-            log(f"  {case.op:<24} {case.label:<28} {backend:<9} {timing.median_s * 1e3:12.3f} ms "
+            log(f"  {case.table:<24} {case.label:<28} {backend:<9} {timing.median_s * 1e3:12.3f} ms "
                 f"(x{timing.repeats}{mem})")
     del inputs
     if device.type == "cuda":
@@ -434,11 +455,14 @@ def run_case(case: Case, backends: list[str], opts: RunOptions, log: Callable[[s
     return rows
 
 
-def add_derived(rows: list[dict], peak_gbps: float | None) -> None:
-    """Fills ``vs_reference`` / ``vs_authors`` (baseline time / row time: > 1 means faster) and GB/s."""
+def add_derived(rows: list[dict], peak_gbps: float | None, copy_gbps: float | None = None,
+                any_device: bool = False) -> None:
+    """Fills ``vs_reference`` / ``vs_authors`` (baseline time / row time: > 1 means faster) and, on GPU (or on
+    any device with ``any_device``), GB/s with its % of the datasheet peak and of the copy bandwidth measured in
+    the same run."""
     by_key: dict[tuple, dict[str, dict]] = {}
     for r in rows:
-        by_key.setdefault((r["op"], r["case"], r["shape"], r["dtype"], r["device"]), {})[r["backend"]] = r
+        by_key.setdefault((r["table"], r["case"], r["shape"], r["dtype"], r["device"]), {})[r["backend"]] = r
     for group in by_key.values():
         for r in group.values():
             if r["median_ms"] is None:
@@ -447,10 +471,12 @@ def add_derived(rows: list[dict], peak_gbps: float | None) -> None:
                 b = group.get(base)
                 if b is not None and b["median_ms"] is not None and r["median_ms"] > 0:
                     r[col] = b["median_ms"] / r["median_ms"]
-            if r["device"] == "cuda" and r["bytes"]:
+            if (r["device"] == "cuda" or any_device) and r["bytes"]:
                 r["gbps"] = r["bytes"] / (r["median_ms"] / 1e3) / 1e9
                 if peak_gbps:
                     r["pct_peak"] = 100.0 * r["gbps"] / peak_gbps
+                if copy_gbps:
+                    r["pct_copy"] = 100.0 * r["gbps"] / copy_gbps
 
 
 # ---------------------------------------------------------------------------------------------- targets
@@ -465,7 +491,7 @@ class Target:
 
 
 def index_rows(rows: list[dict]) -> dict:
-    return {(r["op"], r["case"], r["backend"]): r for r in rows}
+    return {(r["table"], r["case"], r["backend"]): r for r in rows}
 
 
 def _get(index, op, case, backend, col="median_ms"):
@@ -498,7 +524,7 @@ def _select_gpu_measure(index, backend):
 
 
 def _losses_measure(index, backend):
-    vals = [(case, _get(index, "losses", case, backend, "vs_reference")) for case in LOSS_CASES]
+    vals = [(f"{table} {case}", _get(index, table, case, backend, "vs_reference")) for table, case in LOSS_CASES]
     got = [v for _, v in vals if v is not None]
     if not got:
         return None, ""
@@ -506,7 +532,8 @@ def _losses_measure(index, backend):
     return (1.0 if min(got) >= 3 else 0.0) if len(got) == len(vals) else None, text
 
 
-LOSS_CASES = ("lcr l1 n8", "lcr kl n8", "nl")
+LOSS_CASES = (("local_consistency_loss", "l1 n8"), ("local_consistency_loss", "kl n8"),
+              ("negative_learning_loss", "t=0.05"))
 
 TARGETS = [
     Target("cpu", "region_scores k=1 >= 30x faster than authors", ("cpu",),
@@ -585,11 +612,13 @@ def _fmt_ratio(v):
 
 
 TABLE_TITLES = {
+    "copy": "copy: device-to-device copy bandwidth (the GB/s baseline of this run)",
     "pixel_entropy": "pixel_entropy",
     "region_scores": "region_scores (RA)",
     "pixel_scores": "pixel_scores (PA)",
     "select_regions": "select_regions (one selection round)",
-    "losses": "losses (forward + backward)",
+    "local_consistency_loss": "local_consistency_loss (forward + backward)",
+    "negative_learning_loss": "negative_learning_loss (forward + backward)",
     "k_sweep": "k sweep: region_scores time against window radius k (must stay flat)",
     "size_sweep": "size sweep: region_scores k=1 time against image size",
 }
@@ -600,8 +629,13 @@ def markdown(meta: dict, rows: list[dict], targets: list[dict], plots: list[str]
     lines = [f"# ripu_kernels benchmarks", ""]
     lines.append(f"- device: {meta['device_name']} ({meta['device_type']}), torch {meta['torch']}, "
                  f"triton {meta.get('triton') or 'n/a'}, threads {meta['threads']}")
-    lines.append(f"- git {meta['git_sha']}, {meta['time_utc']}, mode {'quick' if meta['quick'] else 'full'}, "
+    mode = meta.get("preset") if meta.get("preset", "paper") != "paper" else ("quick" if meta["quick"] else "full")
+    if meta.get("dry_run"):
+        mode += " (dry run: tiny shapes, checks the plumbing, measures nothing)"
+    lines.append(f"- git {meta['git_sha']}, {meta['time_utc']}, mode {mode}, "
                  f"main shape {meta['main_shape']}, {meta.get('seconds', '?')} s")
+    lines.append(f"- machine: CPU {meta.get('cpu_model', '?')}, {meta.get('cpu_count', '?')} cores, "
+                 f"python {meta.get('python', '?')}")
     if not meta.get("complete", True):
         lines.append(f"- **partial**: the run was still going (or was interrupted); tables done: "
                      f"{', '.join(meta.get('ops_done', []))}")
@@ -610,28 +644,35 @@ def markdown(meta: dict, rows: list[dict], targets: list[dict], plots: list[str]
         lines.append(f"- **warning**: 1-minute load average {' / '.join(map(str, loads))} (start / end) on "
                      f"{meta['cpu_count']} cores: other processes shared the CPU, timings are noisy")
     if gpu:
-        lines.append(f"- peak bandwidth: {meta['peak_gbps'] or 'unknown (no %)'} GB/s")
+        lines.append(f"- peak bandwidth (datasheet): {meta['peak_gbps'] or 'unknown (no %)'} GB/s"
+                     + (f"; measured device-to-device copy: {copy_gbps:.0f} GB/s" if copy_gbps else ""))
+        if meta.get("driver"):
+            lines.append(f"- driver {meta['driver']}, CUDA {meta.get('cuda') or '?'}")
     lines.append("- `x ref` / `x authors`: baseline median / row median (> 1: faster than the baseline). "
                  "`peak MiB`: peak extra memory of one call, outputs included.")
     lines.append("")
-    ops = []
+    tables = []
     for r in rows:
-        if r["op"] not in ops:
-            ops.append(r["op"])
-    for op in ops:
-        lines += [f"## {TABLE_TITLES.get(op, op)}", ""]
+        if r["table"] not in tables:
+            tables.append(r["table"])
+    copy_gbps = meta.get("copy_gbps")
+    gpu = gpu or bool(copy_gbps)  # the bandwidth columns
+    for table in tables:
+        lines += [f"## {TABLE_TITLES.get(table, table)}", ""]
         head = ["case", "shape", "dtype", "device", "backend", "median ms", "q20-q80 ms", "runs", "x ref",
                 "x authors", "peak MiB"]
         if gpu:
-            head += ["GB/s", "% peak"]
+            head += ["GB/s", "% peak"] + (["% copy"] if copy_gbps else [])
         head += ["note"]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for r in rows:
-            if r["op"] != op:
+            if r["table"] != table:
                 continue
             spread = "" if r["q20_ms"] is None else f"{_fmt_ms(r['q20_ms'])}-{_fmt_ms(r['q80_ms'])}"
             note = r["note"] if r["status"] == "ok" else f"{r['status']}: {r['note']}"
+            if r.get("host_sync"):
+                note = (note + "; " if note else "") + f"host sync: {r['host_sync']}"
             if r["status"] == "ok" and r["repeats"] == 1:
                 note = (note + "; " if note else "") + "single run"
             cells = [r["case"], r["shape"], r["dtype"], r["device"], r["backend"], _fmt_ms(r["median_ms"]), spread,
@@ -639,6 +680,8 @@ def markdown(meta: dict, rows: list[dict], targets: list[dict], plots: list[str]
                      _fmt(r["peak_mem_mib"], "{:.1f}")]
             if gpu:
                 cells += [_fmt(r["gbps"], "{:.0f}"), _fmt(r["pct_peak"], "{:.0f}%")]
+                if copy_gbps:
+                    cells += [_fmt(r.get("pct_copy"), "{:.0f}%")]
             cells += [note.replace("|", "/")]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
@@ -656,32 +699,77 @@ def markdown(meta: dict, rows: list[dict], targets: list[dict], plots: list[str]
     return "\n".join(lines)
 
 
-def write_results(out_dir: Path, meta: dict, rows: list[dict], targets: list[dict], plots: list[str]) -> str:
-    """Writes ``results.json`` and ``results.md`` atomically; returns the markdown."""
+def write_results(out_dir: Path, meta: dict, rows: list[dict], targets: list[dict], plots: list[str],
+                  stem: str = "results") -> str:
+    """Writes ``<stem>.json`` and ``<stem>.md`` atomically into ``out_dir``; returns the markdown."""
     out_dir = Path(out_dir)
     payload = {"meta": meta, "rows": rows, "targets": targets, "plots": plots}
-    atomic_write(out_dir / "results.json", json.dumps(payload, indent=1, default=str) + "\n")
+    atomic_write(out_dir / f"{stem}.json", json.dumps(payload, indent=1, default=str) + "\n")
     md = markdown(meta, rows, targets, plots)
-    atomic_write(out_dir / "results.md", md)
+    atomic_write(out_dir / f"{stem}.md", md)
     return md
 
 
-def metadata(device: torch.device, quick: bool, main_shape, argv: list[str]) -> dict:
+@functools.lru_cache(maxsize=1)
+def driver_versions() -> tuple[str | None, str | None]:
+    """(NVIDIA driver version from nvidia-smi, CUDA version torch was built with); None where unknown."""
+    driver = None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        if out.returncode == 0 and out.stdout.strip():
+            driver = out.stdout.strip().splitlines()[0].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return driver, torch.version.cuda
+
+
+def slug(text: str) -> str:
+    """A file-name-safe lower-case name: 'AMD EPYC 7B13 64-Core Processor' -> 'amd-epyc-7b13-64-core-processor'."""
+    out = "".join(ch.lower() if ch.isalnum() else "-" for ch in text)
+    while "--" in out:
+        out = out.replace("--", "-")
+    return out.strip("-") or "unknown"
+
+
+def machine_name(meta: dict) -> str:
+    """The results file name of a run: device kind and model, and the mode when it is not a full run,
+    e.g. 'cpu-amd-epyc-7b13', 'gpu-nvidia-h200-gpu-check', 'cpu-amd-epyc-7b13-quick'."""
+    model = meta["device_name"]
+    for noise in ("(R)", "(TM)", "CPU", "Processor", "with Radeon Graphics"):
+        model = model.replace(noise, " ")
+    name = ("gpu-" if meta["device_type"] == "cuda" else "cpu-") + slug(model)
+    if meta.get("preset") and meta["preset"] != "paper":
+        name += "-" + slug(meta["preset"])
+    if meta.get("dry_run"):
+        name += "-dry-run"
+    elif meta.get("quick"):
+        name += "-quick"
+    return name
+
+
+def metadata(device: torch.device, quick: bool, main_shape, argv: list[str], preset: str = "paper",
+             dry_run: bool = False) -> dict:
     try:
         import triton
         triton_version = triton.__version__
     except ImportError:
         triton_version = None
     name = device_name(device)
-    return {
-        "device_type": device.type, "device_name": name, "torch": torch.__version__, "triton": triton_version,
+    driver, cuda = driver_versions() if device.type == "cuda" else (None, torch.version.cuda)
+    meta = {
+        "device_type": device.type, "device_name": name, "cpu_model": device_name(torch.device("cpu")),
+        "torch": torch.__version__, "triton": triton_version, "cuda": cuda, "driver": driver,
         "python": platform.python_version(), "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "git_sha": git_sha(), "quick": quick, "main_shape": shape_str(main_shape), "argv": argv,
+        "git_sha": git_sha(), "quick": quick, "preset": preset, "dry_run": dry_run,
+        "main_shape": shape_str(main_shape), "argv": argv,
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "peak_gbps": peak_bandwidth_gbps(name) if device.type == "cuda" else None,
         "backends_available": ripu_kernels.available_backends(device),
         "load_average_1m": load_average(),
     }
+    meta["machine"] = machine_name(meta)
+    return meta
 
 
 # ----------------------------------------------------------------------------------------- pytest-benchmark

@@ -1,4 +1,5 @@
-"""The RIPU regularisers, forward + backward: LCR (l1 and kl, 8 neighbours) and NL (threshold 0.05).
+"""The RIPU regularisers, forward + backward: ``local_consistency_loss`` (l1 and kl, 8 neighbours) and
+``negative_learning_loss`` (threshold 0.05), one table each.
 
 The ``reference`` rows are autograd through the pure-PyTorch reference; ``authors`` are the published modules'
 structure (depthwise mean convolution, Laplacian boundary convolution, boolean indexing).
@@ -12,13 +13,14 @@ from . import authors
 from ._harness import (AUTHORS, Case, label_map, logits_nbytes, main_shape, pytest_params, pytest_run,
                        smooth_logits)
 
-OP = "losses"
+LCR, NL = "local_consistency_loss", "negative_learning_loss"
+CASES = ((LCR, "l1 n8"), (LCR, "kl n8"), (NL, "t=0.05"))
 
 
-def _case(shape, name: str) -> Case:
+def _case(shape, op: str, name: str) -> Case:
     b, c, h, w = shape
-    lcr = name.startswith("lcr")
-    kind = name.split()[1] if lcr else None
+    lcr = op == LCR
+    kind = name.split()[0] if lcr else None
 
     def setup(device):
         x = smooth_logits(shape, device).requires_grad_(True)
@@ -53,18 +55,23 @@ def _case(shape, name: str) -> Case:
     # bytes: logits read in the forward and again in the backward, the gradient written; labels (int64) read
     nbytes = 3 * logits_nbytes(shape) + (b * h * w * 8 if lcr else 0)
     params = {"kind": kind, "neighbors": 8} if lcr else {"threshold": 0.05}
-    return Case(OP, name, tuple(shape), setup, bind, params=params, nbytes=nbytes)
+    return Case(op, name, tuple(shape), setup, bind, params=params, nbytes=nbytes)
 
 
-def cases(device: torch.device, quick: bool = False, shape=None) -> list[Case]:
+def lcr_cases(device: torch.device, quick: bool = False, shape=None) -> list[Case]:
     shape = main_shape(device, quick, shape)
-    return [_case(shape, "lcr l1 n8"), _case(shape, "lcr kl n8"), _case(shape, "nl")]
+    return [_case(shape, op, name) for op, name in CASES if op == LCR]
+
+
+def nl_cases(device: torch.device, quick: bool = False, shape=None) -> list[Case]:
+    shape = main_shape(device, quick, shape)
+    return [_case(shape, op, name) for op, name in CASES if op == NL]
 
 
 _DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@pytest.mark.parametrize("case,backend", pytest_params([_case((1, 19, 128, 256), n) for n in
-                                                        ("lcr l1 n8", "lcr kl n8", "nl")], _DEVICE))
+@pytest.mark.parametrize("case,backend", pytest_params([_case((1, 19, 128, 256), op, n) for op, n in CASES],
+                                                       _DEVICE))
 def test_losses(benchmark, case, backend):
     pytest_run(benchmark, case, backend, _DEVICE)

@@ -15,10 +15,13 @@ STYLE = {"reference": "o-", "cpu": "s-", "cuda": "^-", "triton": "v-", "authors"
 
 
 def _series(rows: list[dict], sweep: str) -> dict[str, list[tuple[float, float]]]:
+    """{label: [(x, median ms)]} per backend, or per (table, backend) when the sweep spans several tables."""
+    tables = {r.get("table", r["op"]) for r in rows if r.get("sweep") == sweep}
     out: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
         if r.get("sweep") == sweep and r["median_ms"] is not None:
-            out.setdefault(r["backend"], []).append((float(r["x"]), float(r["median_ms"])))
+            label = r["backend"] if len(tables) == 1 else f"{r.get('table', r['op'])} {r['backend']}"
+            out.setdefault(label, []).append((float(r["x"]), float(r["median_ms"])))
     return {b: sorted(v) for b, v in out.items()}
 
 
@@ -34,9 +37,10 @@ def _plot(rows, sweep, out_dir: Path, name: str, xlabel: str, title: str, logx: 
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for backend in [b for b in BACKEND_ORDER if b in series]:
-        xs, ys = zip(*series[backend])
-        ax.plot(xs, ys, STYLE.get(backend, "o-"), label=backend)
+    order = {b: i for i, b in enumerate(BACKEND_ORDER)}
+    for label in sorted(series, key=lambda s: (s.split()[0] if " " in s else "", order.get(s.split()[-1], 99))):
+        xs, ys = zip(*series[label])
+        ax.plot(xs, ys, STYLE.get(label.split()[-1], "o-"), label=label)
     skipped = sorted({r["backend"] for r in rows if r.get("sweep") == sweep and r["status"] == "skipped"})
     ax.set_yscale("log")
     if logx:
@@ -57,8 +61,9 @@ def make_plots(rows: list[dict], out_dir: Path) -> list[str]:
     out_dir = Path(out_dir)
     made = []
     shape = next((r["shape"] for r in rows if r.get("sweep") == "k"), "")
+    ops = sorted({r["op"] for r in rows if r.get("sweep") == "k"})
     name = _plot(rows, "k", out_dir, "k_sweep.png", "window radius k (window (2k+1)^2)",
-                 f"region_scores time against k at {shape}", logx=False)
+                 f"{' and '.join(ops)} time against k at {shape}", logx=False)
     if name:
         made.append(name)
     name = _plot(rows, "size", out_dir, "size_sweep.png", "pixels per image (H*W)",

@@ -24,32 +24,51 @@ def _configs():
     """(kernel, {arg: type string | ("const", value) | constexpr value}, num_warps) for representative launches."""
     from . import _losses as L
     from . import _scores as S
-    from ._common import next_pow2, tile_shape
+    from ._common import tile_shape
 
     ptr = lambda t: "*" + _TYPES[t]  # noqa: E731
     one = ("const", 1)  # Triton specialises integer arguments equal to 1 (e.g. the unit stride)
     out = []
-    for c in (19, 1, 150):
-        c_pad = next_pow2(c)
-        block_p, nw = tile_shape(c_pad, 2048)
+    # Pixel kernel: NCHW (FLAT, vectorised), channels-last/strided, the fused resize; 19, 1, 150 and 300 classes.
+    for c in (19, 1, 150, 300):
         for xt in ("float32", "float16", "bfloat16", "float64"):
             f64 = xt == "float64"
             ct = "float64" if f64 else "float32"
-            for resize, align in ((False, True), (True, True), (True, False)):
+            for resize, align, flat in ((False, True, True), (False, True, False), (True, True, False),
+                                        (True, False, False)):
                 if c != 19 and (xt != "float32" or not resize):
                     continue
                 out.append((S._pixel_kernel, dict(
-                    x_ptr=ptr(xt), e_ptr=ptr(ct), y_ptr=ptr("int32"), C=one if c == 1 else "i32", H_in="i32",
-                    W_in="i32", H="i32", W="i32", s_b="i64", s_c=one if c == 1 else "i32", s_h="i32", s_w=one,
-                    RESIZE=resize, ALIGN=align, WRITE_LABEL=True, IS_F64=f64, BLOCK_P=block_p, C_PAD=c_pad), nw))
-    for c, k, f64 in ((19, 1, False), (19, 32, False), (19, 2, True), (16, 8, False), (1, 1, False)):
-        hw, _, c_pad, nw = S._window_tiles(c, k, 2048)
+                    x_ptr=ptr(xt), e_ptr=ptr(ct), y_ptr=ptr("uint8" if c < 255 else "int32"),
+                    C=one if c == 1 else "i32", H_in="i32", W_in="i32", H="i32", W="i32", s_b="i64",
+                    s_c=one if (c == 1 or not flat and not resize) else "i32", s_h="i32",
+                    s_w=one if (flat or resize) else "i32", RESIZE=resize, ALIGN=align, FLAT=flat, WRITE_LABEL=True,
+                    IS_F64=f64, BLOCK_P=S.pixel_tiles(resize, f64)[0], UNROLL=S.pixel_tiles(resize, f64)[1]), 4))
+    # Window kernel: the paper's k sweep at 19 classes, float64, one class, a window wider than the tile (WIDE),
+    # and 300 classes at k = 150 (several launches: first, middle, last).
+    seen = set()
+    for c, k, f64 in ((19, 0, False), (19, 1, False), (19, 2, False), (19, 4, False), (19, 8, False),
+                      (19, 16, False), (19, 32, False), (19, 64, False), (19, 300, False), (19, 2, True),
+                      (1, 1, False), (300, 150, False)):
+        plan = S.window_plan(c, 1024, 2048, k, f64)
         ct = "float64" if f64 else "float32"
-        for region in (True, False):
-            out.append((S._window_kernel, dict(
-                y_ptr=ptr("int32"), e_ptr=ptr(ct), score_ptr=ptr(ct), imp_ptr=ptr(ct), unc_ptr=ptr(ct),
-                C=one if c == 1 else "i32", H="i32", W="i32", k=one if k == 1 else "i32", TW="i32", TH="i32",
-                REGION=region, IS_F64=f64, HW=hw, C_PAD=c_pad), nw))
+        groups = plan["groups"]
+        for g, (w0, nwa, nwb) in enumerate(groups):
+            if 0 < g < len(groups) - 1 and g != 1:
+                continue  # the middle launches all compile alike
+            for region in (True, False):
+                meta = dict(REGION=region, FIRST=g == 0, LAST=g == len(groups) - 1, ES=region and g == 0,
+                            WIDE=plan["wide"], IS_F64=f64, TW=plan["tw"], NWA=nwa, NWB=max(nwb, 1),
+                            HAS_B=nwb > 0, F=plan["f"], FB=plan["fb"], FAST=not f64)
+                key = tuple(sorted(meta.items()))
+                if key in seen:
+                    continue
+                seen.add(key)
+                out.append((S._window_kernel, dict(
+                    y_ptr=ptr("uint8" if c < 255 else "int32"), e_ptr=ptr(ct), score_ptr=ptr(ct), imp_ptr=ptr(ct),
+                    unc_ptr=ptr(ct), acc_ptr=ptr(ct), aux_ptr=ptr("int32"), C=one if c == 1 else "i32", H="i32",
+                    W="i32", KH="i32" if k != 1 else one, KW="i32" if k != 1 else one, TH="i32",
+                    WORD0="i32" if g else ("const", 0), **meta), 4))
     for xt in ("float32", "float16", "float64"):
         f64 = xt == "float64"
         ct = "float64" if f64 else "float32"
@@ -61,22 +80,24 @@ def _configs():
         out.append((L._nl_bwd_kernel, dict(x_ptr=ptr(xt), thr_ptr=ptr(ct), scale_ptr=ptr(ct), dx_ptr=ptr(xt),
                                            C="i32", H="i32", W="i32", **strides, d_b="i32", d_c="i32",
                                            d_h="i32", d_w=one, IS_F64=f64, BLOCK_P=block_p, C_PAD=32), nw))
-        out.append((L._softmax_kernel, dict(x_ptr=ptr(xt), p_ptr=ptr(ct), C="i32", H="i32", W="i32", **strides,
-                                            IS_F64=f64, BLOCK_P=block_p, C_PAD=32), nw))
-        block_p, nw = tile_shape(32, L._LCR_BUDGET)
         lab = dict(l_b="i32", l_h="i32", l_w=one, ignore="i32")
+        for n8 in (False, True):
+            out.append((L._lcr_softmax_kernel, dict(x_ptr=ptr(xt), lab_ptr=ptr("int64"), p_ptr=ptr(ct),
+                                                    bnd_ptr=ptr("uint8"), C="i32", H="i32", W="i32", **strides,
+                                                    **lab, NEIGH8=n8, IS_F64=f64, BLOCK_P=block_p, C_PAD=32), nw))
+        block_p, nw = tile_shape(32, L._LCR_BUDGET)
         for kl in (False, True):
             for n8 in (False, True):
-                out.append((L._lcr_fwd_kernel, dict(p_ptr=ptr(ct), lab_ptr=ptr("int64"), psum_ptr=ptr("float64"),
-                                                    pcnt_ptr=ptr("int64"), C="i32", H="i32", W="i32", **lab,
-                                                    KL=kl, NEIGH8=n8, BLOCK_P=block_p, C_PAD=32), nw))
-                out.append((L._lcr_grad_kernel, dict(p_ptr=ptr(ct), lab_ptr=ptr("uint8"), scale_ptr=ptr(ct),
-                                                     gp_ptr=ptr(ct), gm_ptr=ptr(ct), C="i32", H="i32", W="i32",
-                                                     **lab, KL=kl, NEIGH8=n8, BLOCK_P=block_p, C_PAD=32), nw))
-        for n8 in (False, True):
-            out.append((L._lcr_dx_kernel, dict(p_ptr=ptr(ct), gp_ptr=ptr(ct), gm_ptr=ptr(ct), dx_ptr=ptr(xt),
-                                               C="i32", H="i32", W="i32", d_b="i32", d_c=one, d_h="i32",
-                                               d_w="i32", NEIGH8=n8, BLOCK_P=block_p, C_PAD=32), nw))
+                common = dict(C="i32", H="i32", W="i32", KL=kl, NEIGH8=n8, BLOCK_P=block_p, C_PAD=32)
+                out.append((L._lcr_fwd_kernel, dict(p_ptr=ptr(ct), bnd_ptr=ptr("uint8"), psum_ptr=ptr("float64"),
+                                                    pcnt_ptr=ptr("int64"), **common), nw))
+                out.append((L._lcr_gm_kernel, dict(p_ptr=ptr(ct), bnd_ptr=ptr("uint8"), scale_ptr=ptr(ct),
+                                                   g_ptr=ptr(ct), **common), nw))
+                dx_block, dx_nw = tile_shape(32, L._LCR_DX_BUDGET // (2 if f64 else 1))
+                out.append((L._lcr_dx_kernel, dict(p_ptr=ptr(ct), bnd_ptr=ptr("uint8"), g_ptr=ptr(ct),
+                                                   scale_ptr=ptr(ct), dx_ptr=ptr(xt), d_b="i32", d_c=one,
+                                                   d_h="i32", d_w="i32", **dict(common, BLOCK_P=dx_block)),
+                            dx_nw))
     return out
 
 
@@ -84,6 +105,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", type=int, default=90, help="SM version to compile for (default 90, H100)")
     ap.add_argument("--allow-spills", action="store_true", help="do not fail on local-memory use")
+    ap.add_argument("--only", default=None, metavar="NAME", help="compile only the kernels whose name contains NAME")
+    ap.add_argument("--dump", default=None, metavar="DIR", help="write each configuration's TTGIR and PTX to DIR")
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("ripu_kernels.triton._compile_check: unset TRITON_INTERPRET (the interpreter compiles nothing)")
@@ -95,7 +118,11 @@ def main(argv=None) -> int:
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     target = GPUTarget("cuda", args.arch, 32)
     failures = 0
-    for fn, spec, num_warps in _configs():
+    if args.dump:
+        os.makedirs(args.dump, exist_ok=True)
+    for n, (fn, spec, num_warps) in enumerate(_configs()):
+        if args.only and args.only not in fn.__name__:
+            continue
         sig, consts = {}, {}
         for name in fn.arg_names:
             v = spec[name]
@@ -112,6 +139,10 @@ def main(argv=None) -> int:
             failures += 1
             print(f"FAIL {label}: {exc!r}"[:2000])
             continue
+        if args.dump:
+            for ext in ("ttgir", "ptx"):
+                with open(os.path.join(args.dump, f"{n:03d}_{fn.__name__}.{ext}"), "w") as f:
+                    f.write(f"// {label}\n" + kernel.asm[ext])
         usage = "?"
         if os.path.exists(cuobjdump):
             with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:

@@ -112,6 +112,45 @@ def test_package_imports_without_triton():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
+@pytest.mark.parametrize("triton_version,torch_version,missing", [
+    ("3.2.0", "2.13.0", "triton >= 3.3"),
+    ("3.3.1", "2.5.1+cu124", "torch >= 2.6"),
+    ("3.0.0", "2.4.0", "torch >= 2.6"),
+    (None, "2.13.0", "'triton' package is not installed"),
+])
+def test_version_problem_names_what_is_missing(triton_version, torch_version, missing):
+    why = tbackend.version_problem(triton_version, torch_version)
+    assert why is not None and missing in why
+    if triton_version is not None:
+        assert (triton_version in why) or (torch_version in why)
+
+
+@pytest.mark.parametrize("triton_version,torch_version", [
+    ("3.3.0", "2.6.0"), ("3.4.0.dev20250601", "2.7.0a0+git1234"), ("3.9.0", "2.13.0+cpu"), ("", "2.6.0")])
+def test_version_problem_accepts_supported_versions(triton_version, torch_version):
+    assert tbackend.version_problem(triton_version, torch_version) is None  # "": version unknown, let it run
+
+
+def test_old_triton_is_not_offered():
+    """An installed triton older than 3.3 (read from its metadata, without importing it): the backend is not
+    available, and asking for it explicitly says why."""
+    code = (
+        "import importlib.metadata as md\n"
+        "real = md.version\n"
+        "md.version = lambda name: '3.2.0' if 'triton' in name else real(name)\n"
+        "import torch, ripu_kernels as rk\n"
+        "assert 'triton' not in rk.available_backends('cpu')\n"
+        "try:\n"
+        "    rk.pixel_entropy(torch.zeros(1, 2, 3, 3), backend='triton')\n"
+        "except ValueError as exc:\n"
+        "    print(exc)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *sys.path]), TRITON_INTERPRET="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "triton >= 3.3" in out.stdout and "found triton 3.2.0" in out.stdout, out.stdout
+
+
 def test_import_is_lazy():
     code = ("import sys, ripu_kernels as rk\n"
             "rk.available_backends('cpu'); rk.available_backends('cuda')\n"
@@ -314,6 +353,7 @@ def _opcheck_cases():
     count = torch.tensor(7, device=DEVICE)
     grad = torch.tensor(1.5, device=DEVICE)
     ops = torch.ops.ripu_triton
+    _, _, p, bnd = ops.local_consistency_loss(x, lab, "l1", 4, 255)
     return [
         ("pixel_entropy", ops.pixel_entropy, (x,)),
         ("region_scores", ops.region_scores, (x, 1, None, True)),
@@ -321,7 +361,7 @@ def _opcheck_cases():
         ("negative_learning_loss", ops.negative_learning_loss, (xg, 0.2)),
         ("local_consistency_loss", ops.local_consistency_loss, (xg, lab, "kl", 8, 255)),
         ("nl_backward", ops._negative_learning_loss_backward, (grad, x, count, 0.2)),
-        ("lcr_backward", ops._local_consistency_loss_backward, (grad, x, lab, count, "l1", 4, 255)),
+        ("lcr_backward", ops._local_consistency_loss_backward, (grad, p, bnd, count, "l1", 4, torch.float32, False)),
     ]
 
 
