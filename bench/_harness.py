@@ -24,7 +24,6 @@ import os
 import platform
 import statistics
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -580,19 +579,10 @@ def evaluate_targets(rows: list[dict], device: torch.device, main_shape: tuple[i
 
 # ----------------------------------------------------------------------------------------------- writers
 def atomic_write(path: Path, data: bytes | str) -> None:
-    """Writes ``path`` through a temporary file in the same folder and a rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Writes ``path`` atomically (temporary file, fsync, rename: never half-written), with the driver's writer."""
+    from ripu_kernels.driver.io import atomic_write_bytes  # stdlib + NumPy only: no driver extra needed
+
+    atomic_write_bytes(path, data if isinstance(data, bytes) else data.encode("utf-8"))
 
 
 def _fmt(v, spec="{:.3f}", empty=""):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from .types import compute_dtype
+
 _REBUILD = "rebuild with `pip install --no-build-isolation --no-deps -e .` (or `make setup`)"
 
 try:
@@ -34,22 +36,18 @@ HAS_CUDA_KERNELS = bool(getattr(_C, "WITH_CUDA", 0)) and torch._C._dispatch_has_
 _ops = torch.ops.ripu
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 # ------------------------------------------------------------------------------------------- fake kernels
 @torch.library.register_fake("ripu::pixel_entropy")
 def _pixel_entropy_fake(logits):
     b, _, h, w = logits.shape
-    return logits.new_empty((b, h, w), dtype=_compute_dtype(logits.dtype))
+    return logits.new_empty((b, h, w), dtype=compute_dtype(logits.dtype))
 
 
 def _scores_fake(logits, k, size, align_corners):
     b, _, h, w = logits.shape
     if size is not None:
         h, w = size
-    out = logits.new_empty((b, h, w), dtype=_compute_dtype(logits.dtype))
+    out = logits.new_empty((b, h, w), dtype=compute_dtype(logits.dtype))
     return out, torch.empty_like(out), torch.empty_like(out)
 
 
@@ -69,7 +67,7 @@ def _select_regions_fake(score, n, n_max, radius, mask_radius, active):
 
 @torch.library.register_fake("ripu::local_consistency_loss")
 def _lcr_fake(logits, labels, kind, neighbors, ignore_index):
-    return logits.new_empty((), dtype=_compute_dtype(logits.dtype))
+    return logits.new_empty((), dtype=compute_dtype(logits.dtype))
 
 
 @torch.library.register_fake("ripu::_local_consistency_loss_backward")
@@ -79,7 +77,7 @@ def _lcr_backward_fake(grad, logits, labels, kind, neighbors, ignore_index):
 
 @torch.library.register_fake("ripu::negative_learning_loss")
 def _nl_fake(logits, threshold):
-    return logits.new_empty((), dtype=_compute_dtype(logits.dtype))
+    return logits.new_empty((), dtype=compute_dtype(logits.dtype))
 
 
 @torch.library.register_fake("ripu::_negative_learning_loss_backward")

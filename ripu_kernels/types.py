@@ -6,6 +6,12 @@ from typing import NamedTuple
 import torch
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype every backend computes and returns maps in: float64 for float64 logits, float32 for every other
+    float dtype (docs/ops.md, "Inputs and outputs")."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 class Scores(NamedTuple):
     """Per-pixel acquisition maps, each ``(B, H, W)`` float32 (float64 for float64 logits).
 

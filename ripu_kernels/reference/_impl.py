@@ -16,14 +16,11 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ..types import compute_dtype
+
 
 def unavailable_reason(device: torch.device) -> str | None:
     return None  # runs wherever PyTorch runs
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; every other float dtype is computed in float32 (docs/ops.md, "Inputs and outputs")."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _linear_along(x: torch.Tensor, dim: int, length: int, align_corners: bool) -> torch.Tensor:

@@ -10,13 +10,10 @@ from torch._subclasses.fake_tensor import is_fake
 from torch._subclasses.functional_tensor import FunctionalTensor
 from torch.library import wrap_triton
 
+from ..types import compute_dtype  # noqa: F401  (re-exported to the kernel modules)
+
 # Read once: Triton itself decides at import time whether @triton.jit builds interpreted functions.
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; float16/bfloat16/float32 are read and computed in float32 (SPEC, Numerics)."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def next_pow2(n: int) -> int:

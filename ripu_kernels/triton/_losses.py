@@ -58,15 +58,14 @@ def _nl_fwd_kernel(x_ptr, thr_ptr, psum_ptr, pcnt_ptr, C, H, W, s_b, s_c, s_h, s
                    IS_F64: tl.constexpr, BLOCK_P: tl.constexpr, C_PAD: tl.constexpr):
     pid, b, p, pm, oh, ow = _pixels(BLOCK_P, H, W)
     prob, m2, x = _softmax_tile(x_ptr, b, oh, ow, pm, C, s_b, s_c, s_h, s_w, IS_F64, C_PAD)
-    mask = m2 & (prob < tl.load(thr_ptr))
+    # the mask is "not p >= threshold" (docs/ops.md): a NaN probability (a NaN or +inf logit in its pixel) counts
+    # and its term is NaN, so the loss is NaN as cross-entropy's; a -inf logit is an exact p = 0, as in softmax
+    mask = m2 & ~(prob >= tl.load(thr_ptr))
     term = -tl.log(tl.where(mask, 1.0 - prob + 1e-6, 1.0))
     total = tl.sum(tl.sum(tl.where(mask, term, 0.0), axis=1), axis=0)
-    # A non-finite logit (NaN, +-inf) anywhere makes the loss NaN (as LCR and cross-entropy): its softmax row is
-    # NaN or holds an exact 0, which the mask would otherwise silently skip or take.
-    finite = tl.sum(tl.sum(x * 0.0, axis=1), axis=0)  # NaN exactly when a logit is not finite
     count = tl.sum(tl.sum(mask.to(tl.int32), axis=1), axis=0)
     slot = b * tl.num_programs(0) + pid
-    tl.store(psum_ptr + slot, total.to(tl.float64) + finite.to(tl.float64))
+    tl.store(psum_ptr + slot, total.to(tl.float64))
     tl.store(pcnt_ptr + slot, count.to(tl.int64))
 
 
@@ -75,7 +74,7 @@ def _nl_bwd_kernel(x_ptr, thr_ptr, scale_ptr, dx_ptr, C, H, W, s_b, s_c, s_h, s_
                    IS_F64: tl.constexpr, BLOCK_P: tl.constexpr, C_PAD: tl.constexpr):
     pid, b, p, pm, oh, ow = _pixels(BLOCK_P, H, W)
     prob, m2, x = _softmax_tile(x_ptr, b, oh, ow, pm, C, s_b, s_c, s_h, s_w, IS_F64, C_PAD)
-    mask = m2 & (prob < tl.load(thr_ptr))
+    mask = m2 & ~(prob >= tl.load(thr_ptr))  # as the forward
     scale = tl.load(scale_ptr)
     g = tl.where(mask, scale / tl.where(mask, 1.0 - prob + 1e-6, 1.0), 0.0)  # d loss / d p
     dot = tl.sum(g * prob, axis=1)
