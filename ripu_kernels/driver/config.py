@@ -81,6 +81,8 @@ class TrainConfig:
 @dataclass
 class ActiveConfig:
     mode: str = "ra"                      # ra (region) | pa (pixel) | none (source only)
+    strategy: str = ""                    # ra | pa | impurity | uncertainty | entropy | random | ...; "" = mode
+    unit: str = ""                        # ratio | pixels | pool | images; "" = ratio for ra, pixels for pa
     ratio: float = 0.022                  # RA: total fraction of target pixels over all rounds
     pixels: float = 40.0                  # PA: total pixels per 1280x640 image over all rounds
     k: int = -1                           # window radius; -1 = 1 for RA, 32 for PA
@@ -123,6 +125,17 @@ class Config:
                 raise ConfigError(f"data.{key} must be [width, height] of positive ints, got {list(v)!r}")
         if a.mode not in ("ra", "pa", "none"):
             raise ConfigError(f"active.mode must be 'ra', 'pa' or 'none', got {a.mode!r}")
+        if a.strategy:
+            from .active.scoring import STRATEGIES
+
+            if a.strategy not in STRATEGIES:
+                raise ConfigError(f"active.strategy must be one of {', '.join(sorted(STRATEGIES))}, "
+                                  f"got {a.strategy!r}")
+        if a.unit:
+            from .active.budget import UNITS
+
+            if a.unit not in UNITS:
+                raise ConfigError(f"active.unit must be one of {', '.join(UNITS)}, got {a.unit!r}")
         if not 0 <= a.ratio <= 1:
             raise ConfigError(f"active.ratio must be in [0, 1], got {a.ratio}")
         if a.pixels < 0:
