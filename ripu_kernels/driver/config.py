@@ -40,7 +40,7 @@ class DataConfig:
     target_val_list: str = ""
     source_size: List[int] = field(default_factory=lambda: [1280, 720])   # [width, height]
     target_size: List[int] = field(default_factory=lambda: [1280, 640])   # [width, height]
-    num_classes: int = 19                 # 19, or 16 for SYNTHIA -> Cityscapes; 8 for the synthetic data
+    num_classes: int = 19                 # 19 (also the synthetic data), or 16 for SYNTHIA -> Cityscapes
     batch_size: int = 2                   # per domain, global (split over ranks)
     num_workers: int = 0
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
