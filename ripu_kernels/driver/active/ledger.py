@@ -195,6 +195,11 @@ class Ledger:
         if (self.mode, self.k) != (other.mode, other.k):
             raise AcquisitionError(f"ledger: cannot merge mode={other.mode} k={other.k} into "
                                    f"mode={self.mode} k={self.k}")
+        for name in ("strategy", "unit"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine and theirs and mine != theirs:
+                raise AcquisitionError(f"ledger: cannot merge a ledger of active.{name}={theirs} into one of "
+                                       f"active.{name}={mine}")
         self._adopt(other.strategy, other.unit, "the merged ledger")
         for key, it in other.round_iterations.items():
             self.set_round_iteration(int(key), it)
