@@ -24,7 +24,7 @@ RIPU active domain adaptation for semantic segmentation (Xie et al., CVPR 2022) 
 
 def _overrides_help() -> str:
     return ("config overrides as section.key=value, e.g. train.iters=2000 active.ratio=0.05 "
-            "data.target_root=/data/cityscapes (values are YAML)")
+            "active.strategy=random active.unit=pool data.target_root=/data/cityscapes (values are YAML)")
 
 
 def build_parser() -> argparse.ArgumentParser:
