@@ -128,3 +128,18 @@ def test_killed_ablation_resumes_to_the_uninterrupted_result(study, tmp_path):
     b = json.loads((out / "ablation.json").read_text())
     for key in ("strategies", "source_only", "target_supervised"):
         assert a[key] == b[key], key
+
+
+def test_a_fork_refuses_a_config_that_changes_the_shared_phase(study, tmp_path):
+    from ripu_kernels.driver.ablate import fork
+    from ripu_kernels.driver.config import load_config
+    from ripu_kernels.driver.errors import ConfigError
+
+    src = study / "runs" / "seed_0" / "source_only"
+    cfg = load_config("demo", [*QUICK, "threads=1", f"out_dir={tmp_path / 'x'}", "train.lr=0.01"])
+    with pytest.raises(ConfigError, match=r"cannot fork .*train\.lr"):
+        fork(src, cfg, tmp_path / "x")
+    cfg = load_config("demo", [*QUICK, "threads=1", f"out_dir={tmp_path / 'y'}", "active.rounds_at=[3, 4]"])
+    with pytest.raises(ConfigError, match="first round at 2 -> 3"):
+        fork(src, cfg, tmp_path / "y")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
