@@ -18,6 +18,9 @@ picked by the same exact greedy ``rk.select_regions`` under the same budget, sup
 
 Adding a strategy is one function registered with :func:`strategy`::
 
+    import torch.nn.functional as F
+    from ripu_kernels.driver.active.scoring import strategy
+
     @strategy("margin", geometry="pixels")
     def margin(logits, ctx):
         top2 = F.interpolate(logits, ctx.size, mode="bilinear", align_corners=ctx.align_corners).topk(2, 1).values
