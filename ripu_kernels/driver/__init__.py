@@ -10,11 +10,11 @@ It uses only the kernel library's public API (``import ripu_kernels as rk``: ``r
 | ``config`` + ``configs/`` | the config schema (OmegaConf structured), loading, the packaged configs |
 | ``data/`` | datasets (embedded synthetic, GTAV, SYNTHIA, Cityscapes, image folders), data order |
 | ``models/`` | ResNet backbones, DeepLab-v2/v3+ heads |
-| ``active/`` | the active-learning state: budget, mask store, ledger, journal, acquisition, state joins |
+| ``active/`` | the active-learning state: strategies, budget units, mask store, ledger, journal, acquisition, state joins |
 | ``annotate/`` | people in the loop: exports for CVAT / COCO / Label Studio, imports of theirs, the human oracle |
 | ``engine/`` | the trainer, checkpoints and resume state, LR schedule, the process group |
 | ``evaluate`` | mIoU, per-class IoU, flip test-time augmentation |
-| ``plots`` / ``demo`` | figures, the demo |
+| ``plots`` / ``demo`` / ``ablate`` | figures, the demo (RA and random), ``ripu ablate`` (strategies over seeds, with bounds) |
 | ``io`` / ``errors`` | atomic writes and the label-PNG reader; the user-facing errors |
 """
 from __future__ import annotations

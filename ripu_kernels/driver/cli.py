@@ -9,7 +9,8 @@ from pathlib import Path
 DESCRIPTION = """\
 RIPU active domain adaptation for semantic segmentation (Xie et al., CVPR 2022) with fused kernels.
 
-  ripu demo --out DIR                         source-only, then RA 5% over 5 rounds on the embedded data
+  ripu demo --out DIR                         source-only, then RA and random regions (5% over 5 rounds)
+  ripu ablate [--strategies ra,random,...] [--seeds N] --out DIR   strategies at equal budget, with bounds
   ripu train --config FILE [key=value ...]    a full run (configs: demo, gtav_cityscapes_ra_2.2, ...)
   ripu train --resume DIR                     continue a killed run (same masks, ledger, weights)
   torchrun --nproc_per_node N -m ripu_kernels train ...   DistributedDataParallel, sharded acquisition
@@ -29,7 +30,7 @@ Packaged configs (the authors' model zoo; docs/fidelity.md lists every differenc
 
 def _overrides_help() -> str:
     return ("config overrides as section.key=value, e.g. train.iters=2000 active.ratio=0.05 "
-            "data.target_root=/data/cityscapes (values are YAML)")
+            "active.strategy=random active.unit=pool data.target_root=/data/cityscapes (values are YAML)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,13 +170,42 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-progress", action="store_true", help="disable the progress bar")
 
     d = sub.add_parser("demo", help="the end-to-end demo on the embedded synthetic data",
-                       description="Source-only training, then RA with a 5%% target budget over 5 rounds on the "
-                                   "embedded synthetic street scenes. Prints mIoU per round and writes "
-                                   "OUT/metrics.json, OUT/miou_vs_labelled.png, OUT/selected_regions.png, "
-                                   "checkpoints, masks, the ledger and train.log.")
+                       description="Source-only training once, then RA and random regions at the same 5%% target "
+                                   "budget over 5 rounds, both forked from it, on the embedded synthetic street "
+                                   "scenes. Prints mIoU per round for both and writes OUT/metrics.json (RA's "
+                                   "metrics, both curves under 'strategies', 'gain_over_random'), "
+                                   "OUT/miou_vs_labelled.png, OUT/selected_regions.png and the run folders "
+                                   "OUT/source_only, OUT/ra, OUT/random (checkpoints, masks, ledger, train.log).")
     d.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
+    d.add_argument("--jobs", type=int, default=None,
+                   help="runs at once in separate processes (default: 2 on a machine with 2 or more cores)")
     d.add_argument("--no-progress", action="store_true", help="disable the progress bars")
     d.add_argument("overrides", nargs="*", help=_overrides_help() + " (applied to the packaged demo config)")
+
+    from .ablate import DEFAULT_STRATEGIES
+
+    a = sub.add_parser("ablate", help="acquisition strategies at equal budget over seeds, with both bounds",
+                       description="For each seed: train the source-only phase once (the iterations before the "
+                                   "first round), fork every strategy from it (identical weights at the first "
+                                   "round) and train it on the same budget schedule; add a target-supervised run "
+                                   "(every target train label from the first round, same iterations) as the upper "
+                                   "bound and the source-only model as the lower one. Writes OUT/ablation.json, "
+                                   "OUT/ablation.md (mIoU mean +- std per strategy and budget), OUT/ablation.png "
+                                   "and the run folders OUT/runs/seed_S/<run>/. Run the same command again to "
+                                   "resume a killed ablation (finished runs are reused); an OUT of other settings "
+                                   "is refused. Strategies: ra, pa, impurity, uncertainty, entropy, random (see "
+                                   "docs/strategies.md); the unit follows the config (active.unit=pool etc.).")
+    a.add_argument("--config", default="demo", help="YAML config or packaged config name (default demo)")
+    a.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
+                   help=f"comma-separated strategies (default {','.join(DEFAULT_STRATEGIES)})")
+    a.add_argument("--seeds", type=int, default=3, help="number of seeds: config seed, seed+1, ... (default 3)")
+    a.add_argument("--out", default="ablate-out", help="output folder (default ablate-out)")
+    a.add_argument("--quick", action="store_true",
+                   help="tiny images and a few iterations (seconds): a smoke test of the whole pipeline")
+    a.add_argument("--jobs", type=int, default=None,
+                   help="runs at once in separate processes (default: 2 on a machine with 2 or more cores)")
+    a.add_argument("--no-progress", action="store_true", help="disable the progress bars")
+    a.add_argument("overrides", nargs="*", help=_overrides_help())
     return p
 
 
@@ -396,13 +426,45 @@ def format_rounds(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def format_demo(metrics: dict) -> str:
+    """RA and random side by side, per round."""
+    ra, rnd = metrics["strategies"]["ra"]["rounds"], metrics["strategies"]["random"]["rounds"]
+    lines = [f"{'round':>5}  {'iteration':>9}  {'labelled % (RA / random)':>24}  {'RA mIoU':>8}  {'random mIoU':>11}",
+             f"{'src':>5}  {'-':>9}  {'0.000 /  0.000':>24}  {metrics['miou_source_only']:8.2f}  "
+             f"{metrics['miou_source_only']:11.2f}"]
+    for a, b in zip(ra, rnd):
+        lab = f"{100 * a['labelled_fraction']:.3f} / {100 * b['labelled_fraction']:6.3f}"
+        lines.append(f"{a['round']:>5}  {a['iteration']:>9}  {lab:>24}  {a['miou']:8.2f}  {b['miou']:11.2f}")
+    lines.append(f"final mIoU: RA {metrics['miou_final']:.2f}, random {metrics['miou_final_random']:.2f} "
+                 f"(RA - random: {metrics['gain_over_random']:+.2f}); source only {metrics['miou_source_only']:.2f}")
+    return "\n".join(lines)
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    metrics = run_demo(args.out, args.overrides, _progress(args))
-    print(format_rounds(metrics))
-    print(f"gain over source only: {metrics['gain']:+.2f} mIoU points; wall time {metrics['wall_seconds']:.0f}s; "
-          f"results in {args.out}/ (metrics.json, miou_vs_labelled.png, selected_regions.png)")
+    progress = _progress(args)
+    metrics = run_demo(args.out, args.overrides, progress, args.jobs, None if progress else _echo)
+    print(format_demo(metrics))
+    print(f"RA over random at the same budget: {metrics['gain_over_random']:+.2f} mIoU points (over source only: "
+          f"{metrics['gain']:+.2f}); wall time {metrics['wall_seconds']:.0f}s; results in {args.out}/ "
+          "(metrics.json, miou_vs_labelled.png, selected_regions.png)")
+    return 0
+
+
+def _echo(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_ablate(args) -> int:
+    from .ablate import format_markdown, run_ablation
+
+    progress = _progress(args)
+    res = run_ablation(args.config, args.strategies.split(","), args.seeds, args.out, args.overrides, args.quick,
+                       args.jobs, progress, None if progress else _echo)
+    print(format_markdown(res))
+    print(f"wall time {res['wall_seconds']:.0f}s with {res['jobs']} job(s); results in {args.out}/ "
+          "(ablation.json, ablation.md, ablation.png, runs/)")
     return 0
 
 
@@ -417,7 +479,7 @@ def main(argv=None) -> int:
     from .errors import CheckpointError, RipuError
 
     args = build_parser().parse_args(argv)
-    handlers = {"train": cmd_train, "select": cmd_select, "eval": cmd_eval, "demo": cmd_demo,
+    handlers = {"train": cmd_train, "select": cmd_select, "eval": cmd_eval, "demo": cmd_demo, "ablate": cmd_ablate,
                 "import-labels": cmd_import_labels, "merge-ledger": cmd_merge_ledger, "config": cmd_config,
                 "prepare": cmd_prepare}
     try:

@@ -40,7 +40,7 @@ class DataConfig:
     target_val_list: str = ""
     source_size: List[int] = field(default_factory=lambda: [1280, 720])   # [width, height]
     target_size: List[int] = field(default_factory=lambda: [1280, 640])   # [width, height]
-    num_classes: int = 19                 # 19, or 16 for SYNTHIA -> Cityscapes; 8 for the synthetic data
+    num_classes: int = 19                 # 19 (also the synthetic data), or 16 for SYNTHIA -> Cityscapes
     batch_size: int = 2                   # per domain, global (split over ranks)
     num_workers: int = 0
     image_interpolation: str = "bicubic"  # bicubic (PIL, as the authors) | bilinear
@@ -88,6 +88,8 @@ class TrainConfig:
 @dataclass
 class ActiveConfig:
     mode: str = "ra"                      # ra (region) | pa (pixel) | none (source only)
+    strategy: str = ""                    # ra | pa | impurity | uncertainty | entropy | random | ...; "" = mode
+    unit: str = ""                        # ratio | pixels | pool | images; "" = ratio for ra, pixels for pa
     ratio: float = 0.022                  # RA: total fraction of target pixels over all rounds
     pixels: float = 40.0                  # PA: total pixels per 1280x640 image over all rounds
     k: int = -1                           # window radius; -1 = 1 for RA, 32 for PA
@@ -153,6 +155,17 @@ class Config:
         if bad:
             raise ConfigError(f"active.export_formats: unknown format {bad[0]!r}; choose from cvat, cvat-mask, "
                               "coco, label-studio")
+        if a.strategy:
+            from .active.scoring import STRATEGIES
+
+            if a.strategy not in STRATEGIES:
+                raise ConfigError(f"active.strategy must be one of {', '.join(sorted(STRATEGIES))}, "
+                                  f"got {a.strategy!r}")
+        if a.unit:
+            from .active.budget import UNITS
+
+            if a.unit not in UNITS:
+                raise ConfigError(f"active.unit must be one of {', '.join(UNITS)}, got {a.unit!r}")
         if not 0 <= a.ratio <= 1:
             raise ConfigError(f"active.ratio must be in [0, 1], got {a.ratio}")
         if a.pixels < 0:

@@ -24,16 +24,31 @@ def _save(fig, path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+STRATEGY_STYLE = {"ra": ("tab:blue", "RIPU (RA)"), "pa": ("tab:cyan", "RIPU (PA)"), "random": ("tab:orange", "random"),
+                  "entropy": ("tab:green", "entropy"), "uncertainty": ("tab:purple", "uncertainty"),
+                  "impurity": ("tab:red", "impurity")}
+
+
+def _style(name: str, i: int):
+    colour, label = STRATEGY_STYLE.get(name, (f"C{i % 10}", name))
+    return colour, label
+
+
 def plot_miou_curve(metrics: dict, path: str | os.PathLike) -> None:
-    """mIoU (%) against the labelled fraction of target pixels (%), source-only at 0."""
+    """mIoU (%) against the labelled fraction of target pixels (%), source-only at 0; one line per strategy in
+    ``metrics["strategies"]`` (the demo: RA and random), else the run's own rounds."""
     plt = _plt()
-    xs = [0.0] + [100 * r["labelled_fraction"] for r in metrics["rounds"]]
-    ys = [metrics["miou_source_only"]] + [r["miou"] for r in metrics["rounds"]]
+    curves = metrics.get("strategies") or {"ra": {"rounds": metrics["rounds"]}}
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    ax.plot(xs, ys, "o-", color="tab:blue", label="RIPU (RA)")
+    for i, (name, curve) in enumerate(curves.items()):
+        colour, label = _style(name, i)
+        xs = [0.0] + [100 * r["labelled_fraction"] for r in curve["rounds"]]
+        ys = [metrics["miou_source_only"]] + [r["miou"] for r in curve["rounds"]]
+        ax.plot(xs, ys, "o-", color=colour, label=label)
+        if i == 0:
+            for x, y, r in zip(xs[1:], ys[1:], curve["rounds"]):
+                ax.annotate(f"r{r['round']}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
     ax.axhline(metrics["miou_source_only"], color="grey", ls="--", lw=1, label="source only")
-    for x, y, r in zip(xs[1:], ys[1:], metrics["rounds"]):
-        ax.annotate(f"r{r['round']}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
     ax.set_xlabel("labelled target pixels (%)")
     ax.set_ylabel("target val mIoU (%)")
     ax.set_title("mIoU against annotation budget")
@@ -76,5 +91,32 @@ def plot_selection(image: np.ndarray, revealed: np.ndarray, truth: np.ndarray | 
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_ablation(result: dict, path: str | os.PathLike) -> None:
+    """``ripu ablate``: mean mIoU against the mean labelled fraction per strategy, a band of +- one std over
+    seeds, the source-only and target-supervised bounds as horizontal lines."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    so = result["source_only"]
+    for i, (name, curve) in enumerate(result["strategies"].items()):
+        colour, label = _style(name, i)
+        xs = np.array([0.0] + [100 * r["labelled_fraction"] for r in curve["mean"]])
+        ys = np.array([so["miou"]] + [r["miou"] for r in curve["mean"]])
+        sd = np.array([so.get("std", 0.0) or 0.0] + [r["miou"] for r in curve["std"]])
+        ax.plot(xs, ys, "o-", color=colour, label=label, ms=3, lw=1.5)
+        ax.fill_between(xs, ys - sd, ys + sd, color=colour, alpha=0.15, lw=0)
+    ax.axhline(so["miou"], color="grey", ls="--", lw=1, label="source only")
+    ts = result.get("target_supervised") or {}
+    if ts.get("miou") is not None:
+        ax.axhline(ts["miou"], color="black", ls=":", lw=1.2, label="target supervised (all labels)")
+    n = len(result["settings"]["seeds"])
+    ax.set_xlabel("labelled target pixels (%)")
+    ax.set_ylabel("target val mIoU (%)")
+    ax.set_title(f"strategies at equal budget ({n} seed{'s' if n > 1 else ''}, mean ± std)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
     _save(fig, path)
     plt.close(fig)

@@ -144,7 +144,7 @@ def test_ledger_merge_and_conflicts(tmp_path, target):
     merged = Ledger.from_dict(json.loads(json.dumps(a.to_dict()))).merge(b)
     assert merged.labelled_pixels == 27 and merged.total_pixels == 200
     assert merged.rounds()[0] == {"round": 0, "iteration": 50, "pixels": 27, "regions": 3, "images": 2,
-                                  "labelled_fraction": 27 / 200}
+                                  "whole_images": 0, "labelled_fraction": 27 / 200}
     c = Ledger("ra", 1)
     c.register("x/1", 10, 10)
     c.record("x/1", 0, 50, 18, 2, 5)

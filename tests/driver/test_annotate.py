@@ -74,7 +74,7 @@ def test_export_and_import_round_trip(setup, tmp_path, capsys):
     assert _export(root, ckpt, state, export) == 0
     assert "queries for annotators" in capsys.readouterr().out
     meta = json.loads((export / "regions.json").read_text())
-    assert meta["round"] == 0 and meta["mode"] == "ra" and meta["num_classes"] == 8
+    assert meta["round"] == 0 and meta["mode"] == "ra" and meta["num_classes"] == 19
     assert [e["id"] for e in meta["images"]] == ["city/0", "city/1", "city/2"]
     ledger = json.loads((state / "ledger.json").read_text())
     for e in meta["images"]:
@@ -165,8 +165,8 @@ def test_labels_outside_the_queried_regions_are_counted_or_refused(answered, cap
 def test_bad_class_ids_sizes_and_formats_are_refused(answered, capsys):
     state, export, meta, _ = answered
     entry = meta["images"][1]
-    _edit(export, entry, lambda lab, mask: np.where(mask, 9, lab).astype(np.uint8))
-    _refused(state, export, capsys, "class id 9")
+    _edit(export, entry, lambda lab, mask: np.where(mask, 23, lab).astype(np.uint8))  # 19 classes: 0..18
+    _refused(state, export, capsys, "class id 23")
     Image.fromarray(np.full((H, W + 1), 255, np.uint8)).save(export / entry["label"])
     _refused(state, export, capsys, "is 49x24; expected 48x24")
     Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(export / entry["label"])

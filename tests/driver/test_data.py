@@ -22,11 +22,11 @@ def test_synthetic_is_deterministic_and_two_domains_differ():
     t_img, t_lab = make_sample(0, "target", "train", 3, 40, 80)
     assert np.abs(t_img - a_img).mean() > 0.05  # another rendering (palette, blur, lighting)
     assert not np.array_equal(make_sample(1, "source", "train", 3, 40, 80)[1], a_lab)
-    ds = SyntheticStreets("target", "val", 20, height=40, width=80)
+    ds = SyntheticStreets("target", "val", 100, height=60, width=120)
     labels = np.stack([ds.load_label(i) for i in range(len(ds))])
-    assert set(np.unique(labels)) == set(range(len(CLASS_NAMES)))  # every class shows up
+    assert set(np.unique(labels)) == set(range(len(CLASS_NAMES))) and len(CLASS_NAMES) == 19  # every class shows up
     item = ds[0]
-    assert item["image"].shape == (3, 40, 80) and item["label"].shape == (40, 80) and item["id"] == "target/val/00000"
+    assert item["image"].shape == (3, 60, 120) and item["label"].shape == (60, 120) and item["id"] == "target/val/00000"
     hidden = SyntheticStreets("target", "train", 2, height=40, width=80, hide_labels=True)
     assert "label" not in hidden[0] and hidden.load_label(0).shape == (40, 80)
     with pytest.raises(ValueError, match="domain"):

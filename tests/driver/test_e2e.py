@@ -97,14 +97,24 @@ def test_demo_writes_metrics_and_plots(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--no-progress", *TINY]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("miou_source_only", "miou_final", "labelled_fraction", "rounds"):
+    for key in ("miou_source_only", "miou_final", "labelled_fraction", "rounds", "strategies", "gain_over_random"):
         assert key in metrics
     assert all(set(r) >= {"iteration", "labelled_fraction", "miou"} for r in metrics["rounds"])
+    # RA and random at the same budget, both forked from the one source-only phase
+    ra, rnd = metrics["strategies"]["ra"], metrics["strategies"]["random"]
+    assert ra["rounds"] == [{k: r[k] for k in ("round", "iteration", "labelled_fraction", "miou")}
+                            for r in metrics["rounds"]] and ra["miou_final"] == metrics["miou_final"]
+    assert [r["iteration"] for r in rnd["rounds"]] == [2, 4] and 0 < rnd["labelled_fraction"] < 0.1
+    assert metrics["gain_over_random"] == pytest.approx(metrics["miou_final"] - rnd["miou_final"])
+    ledgers = {n: json.loads((out / n / "state" / "ledger.json").read_text()) for n in ("ra", "random")}
+    assert ledgers["ra"]["strategy"] == "ra" and ledgers["random"]["strategy"] == "random"
+    for d in ledgers.values():
+        assert all(rec["budget"] == 4 for e in d["images"].values() for rec in e["rounds"].values())
     for png in ("miou_vs_labelled.png", "selected_regions.png"):
         with Image.open(out / png) as img:
             assert img.size[0] > 100
     printed = capsys.readouterr().out
-    assert "round" in printed and "final mIoU" in printed
+    assert "round" in printed and "random mIoU" in printed and "RA over random at the same budget" in printed
     # a second demo into the same folder replaces the first; a second train run is refused
     assert main(["demo", "--out", str(out), "--no-progress", *TINY]) == 0
     assert json.loads((out / "metrics.json").read_text())["miou_final"] == metrics["miou_final"]

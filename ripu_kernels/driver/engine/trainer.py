@@ -313,8 +313,11 @@ class Trainer:
         return stats
 
     # ------------------------------------------------------------------------------------------ run
-    def run(self) -> dict:
-        """Train for ``train.iters`` iterations with the active rounds; returns the metrics dict."""
+    def run(self, stop_at: int | None = None) -> dict:
+        """Train for ``train.iters`` iterations with the active rounds; returns the metrics dict.
+
+        ``stop_at=N`` stops before iteration N (before a round at N) with a resume point there and returns the
+        metrics so far (``ripu ablate`` trains the source-only phase once and forks every strategy from it)."""
         from tqdm import tqdm
 
         cfg, t = self.cfg, self.cfg.train
@@ -348,6 +351,10 @@ class Trainer:
             log.info("[round %d] continuing with people's labels (%d image(s) without)", self.awaiting, len(missing))
         bar = tqdm(total=t.iters, initial=start, desc="train", disable=not self.progress)
         for self.iteration in range(start, t.iters):
+            if self.iteration == stop_at:
+                self.save_resume(metrics, running, gen, src_batches, tgt_batches)
+                bar.close()
+                return metrics
             if self.iteration in rounds and rounds.index(self.iteration) != self.awaiting:
                 r = rounds.index(self.iteration)
                 self._round(r, metrics, running, gen, src_batches, tgt_batches)
