@@ -143,3 +143,23 @@ def test_a_fork_refuses_a_config_that_changes_the_shared_phase(study, tmp_path):
     with pytest.raises(ConfigError, match="first round at 2 -> 3"):
         fork(src, cfg, tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_per_class_tables_of_an_ablation(study, capsys):
+    """tools/ablation_classes.py (the per-class tables of docs/benchmark-data.md) reads a finished ablation: one
+    IoU row per class with the source-only model first and the bound last, and a class mix per strategy whose
+    shares add up to 100."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ablation_classes", ROOT / "tools" / "ablation_classes.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main([str(study)]) == 0
+    iou_table, mix_table = capsys.readouterr().out.strip().split("\n\n")
+    rows = iou_table.splitlines()
+    assert rows[0].split(" | ")[1] == "source_only" and rows[0].rstrip(" |").endswith("target_supervised")
+    assert len(rows) == 2 + 19
+    mix = {r.split(" | ")[0].strip("| "): [float(v) for v in r.strip("| ").split(" | ")[1:-1]]
+           for r in mix_table.splitlines()[2:]}
+    assert set(mix) == {"all target train pixels", "ra", "random", "entropy"}
+    assert all(abs(sum(v) - 100) < 0.2 for v in mix.values())
