@@ -616,7 +616,8 @@ TABLE_TITLES = {
 
 def markdown(meta: dict, rows: list[dict], targets: list[dict], plots: list[str]) -> str:
     gpu = meta["device_type"] == "cuda"
-    lines = [f"# ripu_kernels benchmarks", ""]
+    copy_gbps = meta.get("copy_gbps")
+    lines = ["# ripu_kernels benchmarks", ""]
     lines.append(f"- device: {meta['device_name']} ({meta['device_type']}), torch {meta['torch']}, "
                  f"triton {meta.get('triton') or 'n/a'}, threads {meta['threads']}")
     mode = meta.get("preset") if meta.get("preset", "paper") != "paper" else ("quick" if meta["quick"] else "full")
@@ -645,7 +646,6 @@ def markdown(meta: dict, rows: list[dict], targets: list[dict], plots: list[str]
     for r in rows:
         if r["table"] not in tables:
             tables.append(r["table"])
-    copy_gbps = meta.get("copy_gbps")
     gpu = gpu or bool(copy_gbps)  # the bandwidth columns
     for table in tables:
         lines += [f"## {TABLE_TITLES.get(table, table)}", ""]

@@ -122,7 +122,6 @@ def copy_row(device: torch.device, opts: RunOptions, dry_run: bool = False) -> d
     row.update(median_ms=timing.median_s * 1e3, q20_ms=timing.q20_s * 1e3, q80_ms=timing.q80_s * 1e3,
                repeats=timing.repeats, method=timing.method, first_call_ms=first_s * 1e3, peak_mem_mib=mib)
     row["gbps"] = row["bytes"] / timing.median_s / 1e9
-    del src, dst
     return row
 
 

@@ -105,36 +105,45 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ reading
-def _is_palette_png(path: str) -> bool:
-    with open(path, "rb") as fh:
-        head = fh.read(26)
-    return len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and head[25] == _PNG_PALETTE
+def is_palette_png(head: bytes) -> bool:
+    """Whether PNG bytes (at least their first 26) hold a palette image (IHDR colour type 3)."""
+    return len(head) >= 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and head[25] == _PNG_PALETTE
+
+
+def decode_png(data: bytes, where: str, palette_as_rgb: bool = False) -> np.ndarray:
+    """Image bytes as stored: (H, W) or (H, W, 3|4) RGB(A), uint8 or uint16; palette PNGs as their indices (or,
+    with ``palette_as_rgb``, their colours). Raises :class:`DataError` naming ``where`` when they cannot be
+    decoded."""
+    try:
+        if is_palette_png(data[:26]):
+            from PIL import Image
+
+            with Image.open(io.BytesIO(data)) as img:
+                return np.asarray(img.convert("RGB") if palette_as_rgb else img)
+        import cv2
+
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"cannot read image file {where}: {exc}") from exc
+    if arr is None:
+        raise DataError(f"cannot read image file {where}: not an image OpenCV can decode (corrupt or truncated?)")
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        arr = arr[..., [2, 1, 0, 3][: arr.shape[2]]]
+    return np.ascontiguousarray(arr)
 
 
 def read_png(path: str | os.PathLike) -> np.ndarray:
-    """An image file as stored: (H, W) or (H, W, 3|4) RGB(A), uint8 or uint16; palette PNGs as indices.
-
-    Raises :class:`DataError` naming the file when it is missing or cannot be decoded.
-    """
+    """An image file as stored (see :func:`decode_png`). Raises :class:`DataError` naming the file when it is
+    missing or cannot be decoded."""
     path = str(path)
     if not os.path.isfile(path):
         raise DataError(f"file not found: {path}")
     try:
-        if _is_palette_png(path):
-            from PIL import Image
-
-            with Image.open(path) as img:
-                return np.asarray(img)
-        import cv2
-
-        arr = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    except (OSError, ValueError, SyntaxError) as exc:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
         raise DataError(f"cannot read image file {path}: {exc}") from exc
-    if arr is None:
-        raise DataError(f"cannot read image file {path}: not an image OpenCV can decode (corrupt or truncated?)")
-    if arr.ndim == 3 and arr.shape[2] in (3, 4):
-        arr = arr[..., [2, 1, 0, 3][: arr.shape[2]]]
-    return np.ascontiguousarray(arr)
+    return decode_png(data, path)
 
 
 def read_label_png(path: str | os.PathLike) -> np.ndarray:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 
+from .data.transforms import image_size
 from .errors import ConfigError, DataError
 
 log = logging.getLogger("ripu")
@@ -45,17 +46,6 @@ def check_weights(cfg) -> None:
                           "weights)")
 
 
-def _header(path: str) -> tuple[int, int]:
-    """(width, height) from an image file's header; DataError naming the file when it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            return tuple(img.size)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"cannot read the header of {path}: {exc}") from None
-
-
 def _decoded(path: str, label: bool) -> tuple[int, int]:
     """(width, height) of a fully decoded image or label file."""
     from .data.transforms import read_image
@@ -70,7 +60,7 @@ def _decoded(path: str, label: bool) -> tuple[int, int]:
 
 def check_pair(image: str, label: str, decode: bool = False) -> str | None:
     """The problem with one (image, label) pair, or None."""
-    read = (lambda p, lab: _decoded(p, lab)) if decode else (lambda p, lab: _header(p))
+    read = (lambda p, lab: _decoded(p, lab)) if decode else (lambda p, lab: image_size(p))
     try:
         img_wh = read(image, False)
     except DataError as exc:

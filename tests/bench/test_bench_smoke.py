@@ -174,6 +174,15 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "% copy" in md and "measured device-to-device copy" not in md  # CPU: no GPU header line
     assert "## targets" in md and "dry run" in md
+    # the same rows as a GPU run reports them (GPU header lines, bandwidth columns): the report of a real
+    # gpu-check must render, it cannot be tried here otherwise
+    from bench import _harness
+
+    gpu_meta = {**meta, "device_type": "cuda", "device_name": "NVIDIA H200", "peak_gbps": 4800.0,
+                "driver": "580.159", "cuda": "13.0"}
+    gpu_md = _harness.markdown(gpu_meta, rows, targets, [])
+    assert f"measured device-to-device copy: {meta['copy_gbps']:.0f} GB/s" in gpu_md
+    assert "% peak" in gpu_md and "driver 580.159" in gpu_md
 
 
 def test_cuda_without_a_gpu_fails_at_once():

@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -21,7 +20,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..errors import LabelImportError
+from ..errors import DataError, LabelImportError
+from .. import io as driver_io
 
 MAX_FILE_BYTES = 512 * 2**20        # one file of an export (a COCO JSON of a large round is big)
 MAX_TOTAL_BYTES = 16 * 2**30        # everything read from one archive
@@ -155,21 +155,7 @@ def decode_png(data: bytes, where: str, expect_wh: list[tuple[int, int]] | None 
         raise LabelImportError(f"import-labels: {where} is {w}x{h}; expected {sizes}")
     if w * h > MAX_PIXELS:
         raise LabelImportError(f"import-labels: {where} is {w}x{h}, too large; refused")
-    palette = len(data) > 25 and data[25] == 3
     try:
-        if palette:
-            from PIL import Image
-
-            with Image.open(io.BytesIO(data)) as img:
-                arr = np.asarray(img.convert("RGB") if rgb else img)
-        else:
-            import cv2
-
-            arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-            if arr is not None and arr.ndim == 3 and arr.shape[2] in (3, 4):
-                arr = arr[..., [2, 1, 0, 3][: arr.shape[2]]]
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise LabelImportError(f"import-labels: cannot decode {where}: {exc}") from None
-    if arr is None:
-        raise LabelImportError(f"import-labels: cannot decode {where} (corrupt or truncated PNG?)")
-    return np.ascontiguousarray(arr)
+        return driver_io.decode_png(data, where, palette_as_rgb=rgb)
+    except DataError as exc:
+        raise LabelImportError(f"import-labels: {exc}") from None

@@ -50,8 +50,8 @@ def image_size(path: str) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             return tuple(img.size)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"cannot read image file {path}: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot read the header of image file {path}: {exc}") from exc
 
 
 def resize_label(label: np.ndarray, size_wh: tuple[int, int] | None) -> np.ndarray:
