@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
+from .sampling import RankSlices
 
 SUB_EPOCH = 3000  # draws per sub-epoch (the authors' SUB_EPOCH_SIZE)
 SMOOTHING = 1.01  # w_c = 1 / log(SMOOTHING + f_c)
@@ -79,7 +80,7 @@ def build_balanced_list(presence: np.ndarray, total: int, rng: np.random.Generat
     return out
 
 
-class BalancedBatchSampler:
+class BalancedBatchSampler(RankSlices):
     """Endless class-balanced batches (this rank's slice of each global batch); stateful like
     :class:`~ripu_kernels.driver.data.sampling.GlobalBatchSampler`.
 
@@ -88,11 +89,9 @@ class BalancedBatchSampler:
 
     def __init__(self, presence: np.ndarray, batch_size: int, total: int, seed: int, rank: int = 0,
                  world_size: int = 1, sub_epoch: int = SUB_EPOCH):
-        if batch_size % world_size:
-            raise ValueError(f"batch size {batch_size} is not divisible by the world size {world_size}")
+        super().__init__(batch_size, rank, world_size)
         self.presence = np.asarray(presence, dtype=bool)
         self.n = len(self.presence)
-        self.batch, self.rank, self.local = batch_size, rank, batch_size // world_size
         self.total, self.seed, self.sub_epoch = int(total), int(seed), int(sub_epoch)
         self._list_no = 0
         self._order: np.ndarray | None = None
@@ -112,10 +111,6 @@ class BalancedBatchSampler:
         out = self._order[self._pos * self.batch:(self._pos + 1) * self.batch].tolist()
         self._pos += 1
         return out
-
-    def __iter__(self):
-        while True:
-            yield self.next_global()[self.rank * self.local:(self.rank + 1) * self.local]
 
     def state_dict(self) -> dict:
         return {"kind": "balanced", "list": self._list_no, "pos": self._pos, "n": self.n, "batch": self.batch,

@@ -32,13 +32,29 @@ def shard_indices(ids: list[str], shard: int, num_shards: int) -> list[int]:
     return sorted(order[p] for p in range(shard, len(order), num_shards))
 
 
-class GlobalBatchSampler:
+class RankSlices:
+    """Base of the batch samplers: endless global batches (``next_global``, all ranks' indices), of which this
+    rank yields its slice ``[rank * b, (rank + 1) * b)``, ``b = batch_size / world_size``."""
+
+    def __init__(self, batch_size: int, rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise ValueError(f"batch size {batch_size} is not divisible by the world size {world_size}")
+        self.batch, self.rank, self.local = batch_size, rank, batch_size // world_size
+
+    def next_global(self) -> list[int]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __iter__(self):
+        while True:
+            yield self.next_global()[self.rank * self.local:(self.rank + 1) * self.local]
+
+
+class GlobalBatchSampler(RankSlices):
     """Endless batches of indices (this rank's slice of each global batch); stateful for StatefulDataLoader."""
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
-        if batch_size % world_size:
-            raise ValueError(f"batch size {batch_size} is not divisible by the world size {world_size}")
-        self.n, self.batch, self.rank, self.local = n, batch_size, rank, batch_size // world_size
+        super().__init__(batch_size, rank, world_size)
+        self.n = n
         self._gen = torch.Generator().manual_seed(seed)
         self._perm: list[int] | None = None
         self._pos = 0
@@ -50,10 +66,6 @@ class GlobalBatchSampler:
         out = self._perm[self._pos * self.batch:(self._pos + 1) * self.batch]
         self._pos += 1
         return out
-
-    def __iter__(self):
-        while True:
-            yield self.next_global()[self.rank * self.local:(self.rank + 1) * self.local]
 
     def state_dict(self) -> dict:
         return {"generator": self._gen.get_state(), "perm": self._perm, "pos": self._pos, "n": self.n,
