@@ -60,3 +60,13 @@ def overrides(root, out):
             # acquisition at the resized label size (the paper configs select at the original size): exports then
             # map label pixels to the larger original files
             "active.label_size=input", "data.balanced_sampling=false", "model.pretrained=none"]
+
+
+def init_checkpoint(root, out, extra=()):
+    """An untrained model's checkpoint of the paper RA 2.2 config on the tree under ``root`` (run folder ``out``),
+    with ``extra`` overrides after the tiny ones; what the selection tests select with."""
+    from ripu_kernels.driver.config import load_config
+    from ripu_kernels.driver.engine.trainer import Trainer
+
+    cfg = load_config("gtav_cityscapes_ra_2.2", [*overrides(root, out), *extra])
+    return Trainer(cfg, progress=False).save_checkpoint("init.pth")

@@ -16,18 +16,14 @@ from ripu_kernels.driver.annotate.geometry import Grid
 from ripu_kernels.driver.annotate.importer import import_labels
 from ripu_kernels.driver.cli import main
 
-from ._fake_city import ORIG_H, ORIG_W, TRAIN_H, TRAIN_W, make_tree, overrides, truth
+from ._fake_city import ORIG_H, ORIG_W, TRAIN_H, TRAIN_W, init_checkpoint, make_tree, truth
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from ripu_kernels.driver.config import load_config
-    from ripu_kernels.driver.engine.trainer import Trainer
-
     root = tmp_path_factory.mktemp("fmt")
     make_tree(root)
-    cfg = load_config("gtav_cityscapes_ra_2.2", overrides(root, root / "run"))
-    ckpt = Trainer(cfg, progress=False).save_checkpoint("init.pth")
+    ckpt = init_checkpoint(root, root / "run")
     exp, state = root / "exp", root / "state"
     assert main(["select", "--checkpoint", str(ckpt), "--out", str(state), "--export", str(exp), "--format", "all",
                  "--no-progress"]) == 0
@@ -293,13 +289,8 @@ def test_what_datumaro_exports_imports_back(exported, tmp_path):
 def test_exports_at_the_original_label_size_are_in_file_pixels(tmp_path):
     """With active.label_size=original (the paper configs) acquisition happens at the files' own size: the export's
     scale is 1 and its boxes are the label boxes."""
-    from ripu_kernels.driver.config import load_config
-    from ripu_kernels.driver.engine.trainer import Trainer
-
     make_tree(tmp_path)
-    over = [o for o in overrides(tmp_path, tmp_path / "run") if not o.startswith("active.label_size")]
-    cfg = load_config("gtav_cityscapes_ra_2.2", over + ["active.label_size=original"])
-    ckpt = Trainer(cfg, progress=False).save_checkpoint("init.pth")
+    ckpt = init_checkpoint(tmp_path, tmp_path / "run", ["active.label_size=original"])
     exp = tmp_path / "exp"
     assert main(["select", "--checkpoint", str(ckpt), "--out", str(tmp_path / "state"), "--export", str(exp),
                  "--format", "coco", "--no-progress"]) == 0

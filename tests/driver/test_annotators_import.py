@@ -14,18 +14,14 @@ from ripu_kernels.driver.annotate import rle
 from ripu_kernels.driver.annotate.geometry import Grid
 from ripu_kernels.driver.cli import main
 
-from ._fake_city import make_tree, overrides
+from ._fake_city import init_checkpoint, make_tree
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from ripu_kernels.driver.config import load_config
-    from ripu_kernels.driver.engine.trainer import Trainer
-
     root = tmp_path_factory.mktemp("imp")
     make_tree(root)
-    cfg = load_config("gtav_cityscapes_ra_2.2", overrides(root, root / "run"))
-    ckpt = Trainer(cfg, progress=False).save_checkpoint("init.pth")
+    ckpt = init_checkpoint(root, root / "run")
     assert main(["select", "--checkpoint", str(ckpt), "--out", str(root / "state"), "--export", str(root / "exp"),
                  "--format", "cvat-mask", "--no-progress"]) == 0
     return root, json.loads((root / "exp" / "regions.json").read_text())
